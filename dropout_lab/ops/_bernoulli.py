@@ -1,0 +1,177 @@
+"""Bernoulli dropout: inverted and classic scaling, shared masks, zero-residual backward."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from dropout_lab import _checks
+from dropout_lab.ops import _prng
+
+IMPLS = ("fast", "bernoulli")
+
+
+def check_impl(impl: str) -> str:
+    """Validates the mask generator name."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl={impl!r} is not one of {IMPLS}.")
+    return impl
+
+
+def keep_mask(
+    key: jax.Array, shape: tuple[int, ...], rate: jax.Array, impl: str = "fast"
+) -> tuple[jax.Array, jax.Array]:
+    """Draws a keep-mask of ``shape`` and returns it with the keep probability used.
+
+    ``impl="fast"`` cuts 16-bit lanes from fused Threefry words (keep probability
+    quantised to a multiple of 2**-16); ``impl="bernoulli"`` is
+    ``jax.random.bernoulli(key, 1 - rate, shape)``, the masks Flax draws.
+    """
+    keep = 1.0 - rate
+    if impl == "bernoulli":
+        keep32 = keep.astype(jnp.float32)
+        return jax.random.bernoulli(key, keep32, shape), keep32
+    return _prng.lane_keep_mask(key, shape, keep)
+
+
+def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
+    """Half-precision inputs are scaled in float32 and rounded once."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _select_scaled(
+    key: jax.Array,
+    x: jax.Array,
+    rate: jax.Array,
+    mode: str,
+    broadcast_dims: tuple[int, ...],
+    impl: str,
+) -> jax.Array:
+    """``where(mask, x / keep_used, 0)`` (inverted) or ``where(mask, x, 0)`` (classic)."""
+    mask, keep_used = keep_mask(key, _checks.mask_shape(x.shape, broadcast_dims), rate, impl)
+    mask = jnp.broadcast_to(mask, x.shape)
+    if mode == "inverted":
+        dtype = compute_dtype(x.dtype)
+        # Rate 1 keeps nothing; divide by 1 there so no inf/NaN reaches the
+        # forward or (through the transpose) the backward pass.
+        divisor = jnp.where(keep_used > 0, keep_used, 1.0).astype(dtype)
+        x = (x.astype(dtype) / divisor).astype(x.dtype)
+    return jnp.where(mask, x, jnp.zeros((), x.dtype))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5))
+def _dropout_train(key, x, rate, mode, broadcast_dims, impl):
+    return _select_scaled(key, x, rate, mode, broadcast_dims, impl)
+
+
+@_dropout_train.defjvp
+def _dropout_train_jvp(mode, broadcast_dims, impl, primals, tangents):
+    # The output is linear in x for a fixed mask, so the tangent is the same op
+    # applied to x_dot. Wrapping it in `jax.checkpoint` makes reverse mode keep only
+    # the key and the rate as residuals and regenerate the mask in the backward pass.
+    # The mask is a step function of the rate: the rate gets no gradient.
+    key, x, rate = primals
+    x_dot = tangents[1]
+    y = _select_scaled(key, x, rate, mode, broadcast_dims, impl)
+    tangent_fn = jax.checkpoint(
+        functools.partial(_select_scaled, mode=mode, broadcast_dims=broadcast_dims, impl=impl),
+        policy=jax.checkpoint_policies.nothing_saveable,
+    )
+    return y, tangent_fn(key, x_dot, rate)
+
+
+def _eval_scale(x: jax.Array, rate: jax.Array, mode: str, impl: str) -> jax.Array:
+    if mode == "inverted":
+        return x
+    keep = 1.0 - rate
+    if impl == "fast":
+        keep = jnp.round(keep.astype(jnp.float32) * _prng.LANE_LEVELS) / _prng.LANE_LEVELS
+    dtype = compute_dtype(x.dtype)
+    return (x.astype(dtype) * keep.astype(dtype)).astype(x.dtype)
+
+
+
+def dropout(
+    key: ArrayLike,
+    x: ArrayLike,
+    rate: ArrayLike,
+    *,
+    mode: str = "inverted",
+    broadcast_dims: Sequence[int] = (),
+    deterministic: bool = False,
+    impl: str = "fast",
+) -> jax.Array:
+    r"""Bernoulli dropout (Srivastava et al. 2014), inverted or classic.
+
+    Each element (or each slice, see ``broadcast_dims``) is kept with probability
+    :math:`q = 1 - \text{rate}` by a mask :math:`m \sim \text{Bernoulli}(q)`:
+
+    .. math::
+        \text{inverted:}\quad y = m \odot x / q \ \text{(train)},\qquad y = x \ \text{(eval)}
+
+        \text{classic:}\quad y = m \odot x \ \text{(train)},\qquad y = q\,x \ \text{(eval)}
+
+    so that :math:`\mathbb{E}[y_\text{train}] = y_\text{eval}` in both modes. Dropped
+    positions are selected away, not multiplied by zero: a dropped NaN or inf becomes 0.
+
+    With the default ``impl="fast"`` the mask is cut from 16-bit random lanes, so the
+    keep probability actually used, :math:`q'`, is :math:`q` rounded to a multiple of
+    :math:`2^{-16}` (exactly :math:`q` for rates such as 0.5 or 0.25), and the scale is
+    :math:`1/q'`: :math:`\mathbb{E}[y] = x` holds exactly. ``impl="bernoulli"`` draws
+    ``jax.random.bernoulli(key, 1 - rate, shape)``, the same masks as
+    ``flax.linen.Dropout`` for the same key, and scales by :math:`1/(1-\text{rate})`.
+
+    Under ``jax.grad`` the backward pass regenerates the mask from the key, so no
+    array of the input's size is kept for it. The mask is a step function of the
+    rate: the rate receives a zero gradient (use concrete dropout to learn rates).
+
+    Args:
+      key: a PRNG key (``jax.random.key`` or a legacy ``jax.random.PRNGKey``).
+      x: floating array ``[...]``; its dtype is kept (float16/bfloat16 are scaled in
+        float32 and rounded once).
+      rate: drop probability in [0, 1]: a Python float or a scalar array that may be
+        traced (vmapped, scheduled) without recompiling. A traced rate outside [0, 1]
+        makes the output NaN.
+      mode: ``"inverted"`` (scale by 1/q in training) or ``"classic"`` (scale by q at
+        evaluation).
+      broadcast_dims: axes along which one mask is shared (size 1 in the mask), e.g.
+        the spatial axes for channel dropout or the time axis for variational RNN
+        dropout.
+      deterministic: evaluation mode: no mask; ``x`` (inverted) or ``q x`` (classic).
+      impl: ``"fast"`` or ``"bernoulli"`` (see above).
+
+    Returns:
+      Array with the shape and dtype of ``x``.
+
+    Raises:
+      ValueError: a concrete rate outside [0, 1], an unknown mode or impl, a bad axis.
+      TypeError: ``x`` is not floating point, or ``key`` is not a PRNG key.
+
+    References:
+      Hinton, Srivastava, Krizhevsky, Sutskever & Salakhutdinov, "Improving neural
+      networks by preventing co-adaptation of feature detectors", arXiv 2012.
+      Srivastava, Hinton, Krizhevsky, Sutskever & Salakhutdinov, "Dropout: A Simple
+      Way to Prevent Neural Networks from Overfitting", JMLR 2014.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> y = dl.dropout(jax.random.key(0), jnp.ones((2, 3)), 0.5)
+      >>> y.shape, y.dtype
+      ((2, 3), dtype('float32'))
+    """
+    x = _checks.check_float_array(x)
+    rate_array = _checks.check_rate(rate)
+    _checks.check_mode(mode)
+    check_impl(impl)
+    broadcast_dims = tuple(int(d) % max(x.ndim, 1) for d in broadcast_dims)
+    _checks.mask_shape(x.shape, broadcast_dims)
+    if deterministic:
+        y = _eval_scale(x, rate_array, mode, impl)
+    else:
+        y = _dropout_train(_checks.as_key(key), x, rate_array, mode, broadcast_dims, impl)
+    return _checks.nan_if_invalid(y, rate, rate_array)
