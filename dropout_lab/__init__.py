@@ -6,21 +6,61 @@ Every variant is a pure function ``op(key, x, rate, *, ...)`` that works under
 """
 
 from dropout_lab.ops import (
+    EdgeDrop,
+    NodeDrop,
     alpha_dropout,
+    channel_dropout,
+    concrete_dropout,
+    concrete_dropout_regularizer,
+    drop_edge,
+    drop_edge_dense,
+    drop_node,
+    drop_path,
+    drop_path_rates,
+    dropblock,
     dropconnect,
     dropconnect_dense,
     dropout,
+    embedding_dropout,
     gaussian_dropout,
+    gcn_normalize_edges,
+    locked_dropout,
+    variational_dense,
+    variational_kl,
+    variational_log_alpha,
+    variational_prune_mask,
+    weight_drop,
+    zoneout,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EdgeDrop",
+    "NodeDrop",
     "alpha_dropout",
+    "channel_dropout",
+    "concrete_dropout",
+    "concrete_dropout_regularizer",
+    "drop_edge",
+    "drop_edge_dense",
+    "drop_node",
+    "drop_path",
+    "drop_path_rates",
+    "dropblock",
     "dropconnect",
     "dropconnect_dense",
     "dropout",
+    "embedding_dropout",
     "gaussian_dropout",
+    "gcn_normalize_edges",
+    "locked_dropout",
+    "variational_dense",
+    "variational_kl",
+    "variational_log_alpha",
+    "variational_prune_mask",
+    "weight_drop",
+    "zoneout",
 ]
 
 _SUBMODULES = frozenset(

@@ -24,9 +24,7 @@ RngsLike = rnglib.Rngs | rnglib.RngStream | jax.Array | None
 class _Stochastic(nnx.Module):
     """Shared RNG and ``deterministic`` handling (private)."""
 
-    def _init_rngs(
-        self, deterministic: bool | None, rng_collection: str, rngs: RngsLike
-    ) -> None:
+    def _init_rngs(self, deterministic: bool | None, rng_collection: str, rngs: RngsLike) -> None:
         self.deterministic = deterministic
         self.rng_collection = rng_collection
         if isinstance(rngs, rnglib.Rngs):
@@ -192,7 +190,9 @@ class DropConnectLinear(_Stochastic):
         param_dtype: jnp.dtype = jnp.float32,
         rngs: rnglib.Rngs,
     ):
-        self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features), param_dtype))
+        self.kernel = nnx.Param(
+            kernel_init(rngs.params(), (in_features, out_features), param_dtype)
+        )
         self.bias = (
             nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
             if use_bias

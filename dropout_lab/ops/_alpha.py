@@ -30,7 +30,9 @@ def affine_correction(keep: jax.Array) -> tuple[jax.Array, jax.Array]:
     return a, b
 
 
-@functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable, static_argnums=(3,))
+@functools.partial(
+    jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable, static_argnums=(3,)
+)
 def _alpha_train(key: jax.Array, x: jax.Array, rate: jax.Array, impl: str) -> jax.Array:
     mask, keep_used = keep_mask(key, x.shape, rate, impl)
     dtype = compute_dtype(x.dtype)

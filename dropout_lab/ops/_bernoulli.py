@@ -94,7 +94,6 @@ def _eval_scale(x: jax.Array, rate: jax.Array, mode: str, impl: str) -> jax.Arra
     return (x.astype(dtype) * keep.astype(dtype)).astype(x.dtype)
 
 
-
 def dropout(
     key: ArrayLike,
     x: ArrayLike,
@@ -168,8 +167,8 @@ def dropout(
     rate_array = _checks.check_rate(rate)
     _checks.check_mode(mode)
     check_impl(impl)
-    broadcast_dims = tuple(int(d) % max(x.ndim, 1) for d in broadcast_dims)
     _checks.mask_shape(x.shape, broadcast_dims)
+    broadcast_dims = tuple(int(d) % x.ndim for d in broadcast_dims)
     if deterministic:
         y = _eval_scale(x, rate_array, mode, impl)
     else:

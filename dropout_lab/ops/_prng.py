@@ -1,12 +1,29 @@
 """Random words and Bernoulli keep-masks for the dropout ops (private).
 
-The default mask generator draws 32-bit words and cuts each into two 16-bit lanes,
-one per mask element, compared against an integer threshold. For threefry keys the
-words come from a fully unrolled Threefry-2x32 written in ``lax`` ops, which XLA can
-fuse into the consumer; its words are bit-identical to
-``jax.random.bits(key, shape, jnp.uint32)`` with ``jax_threefry_partitionable`` on,
-whatever that flag is set to, so the masks do not depend on the flag, the backend, jit,
-vmap or how the array is sharded (every word depends only on its index and the key).
+The default mask generator cuts 16-bit *lanes* from a stream of 32-bit random words
+and compares each lane with an integer threshold. Element ``i`` of a mask (row-major
+flat index) uses lane ``i``: the low (even ``i``) or high (odd ``i``) half of word
+``i // 2``. The word stream depends only on the key, so every mask element depends
+only on the key and its flat index, never on jit, vmap, the backend or sharding:
+
+* threefry keys: words ``2j`` and ``2j + 1`` are the two output words of
+  Threefry-2x32 (20 rounds) applied to the counter ``(0, j)``, so one cipher call
+  feeds four mask elements. The cipher is unrolled in ``lax`` ops so XLA can fuse it.
+* other keys (``philox2x32``, ``rbg``, ...): word ``j`` is
+  ``jax.random.bits(key, (num_words,), jnp.uint32)[j]`` (for ``philox2x32`` this does
+  not depend on ``num_words``; for ``rbg`` it may).
+
+Performance notes (XLA:CPU). A fused loop is evaluated once per output element, so a
+word feeding four lanes would be recomputed four times if fused into the consumer.
+The words are therefore materialised inside a ``lax.cond`` whose two branches are
+identical (so its predicate is irrelevant) and whose predicate XLA cannot fold: the
+conditional is a fusion barrier. Under ``vmap`` over keys the predicate is kept
+unbatched (:func:`_opaque_predicate` has its own batching rule) so the barrier
+survives. XLA:CPU has no multi-output loop fusion: two output words of one cipher call
+would be computed by two fusions, each running the whole cipher. The two words of a
+block are thus packed bit-for-bit into one ``complex64`` element (bitcasts only, no
+arithmetic, so every bit pattern, NaN payloads included, survives) and unpacked by the
+consumer.
 
 References:
   Salmon, Moraes, Dror & Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC 2011.
@@ -15,6 +32,7 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +40,7 @@ from jax import lax
 
 LANE_BITS = 16
 LANE_LEVELS = 1 << LANE_BITS
+_LANE_MASK = LANE_LEVELS - 1
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = 0x1BD11BDA
@@ -81,16 +100,81 @@ def random_words(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return x0 ^ x1
 
 
+@jax.custom_batching.custom_vmap
+def _opaque_predicate(seed: jax.Array) -> jax.Array:
+    """A boolean scalar XLA cannot constant-fold; under ``vmap`` it stays unbatched."""
+    return seed > jnp.uint32(0x7FFFFFFF)
+
+
+@_opaque_predicate.def_vmap
+def _opaque_predicate_vmap(axis_size, in_batched, seed):
+    del axis_size
+    if in_batched[0]:
+        seed = seed.reshape(-1)[0]
+    return _opaque_predicate(seed), False
+
+
+def _materialize(fn: Callable[[jax.Array], jax.Array], key: jax.Array) -> jax.Array:
+    """``fn(key)`` computed into its own buffer (a fusion barrier for XLA)."""
+    seed = jax.random.key_data(key).reshape(-1)[0].astype(jnp.uint32)
+    return lax.cond(_opaque_predicate(seed), fn, fn, key)
+
+
+def _threefry_blocks(key_words: jax.Array, num_blocks: int) -> jax.Array:
+    """Threefry-2x32 of counters ``(0, j)``, both words packed per block as ``complex64``."""
+    counters = (jnp.zeros((num_blocks,), jnp.uint32), lax.iota(jnp.uint32, num_blocks))
+    x0, x1 = threefry2x32((key_words[0], key_words[1]), counters)
+    as_float = lambda w: lax.bitcast_convert_type(w, jnp.float32)  # noqa: E731
+    return lax.complex(as_float(x0), as_float(x1))
+
+
+def random_lanes(key: jax.Array, num_lanes: int) -> jax.Array:
+    """The first ``num_lanes`` 16-bit lanes of the key's word stream, as ``uint32``.
+
+    Lane ``i`` is the low (even ``i``) or high (odd ``i``) half of word ``i // 2``;
+    see the module docstring for the word stream of each key implementation.
+
+    Args:
+      key: a typed PRNG key.
+      num_lanes: how many lanes to draw.
+
+    Returns:
+      ``uint32`` array ``[num_lanes]`` with values in ``[0, 2**16)``.
+    """
+    if is_threefry(key):
+        num_blocks = -(-num_lanes // 4)
+        if num_blocks > 2**32:
+            raise ValueError(f"masks of more than 2**34 elements are not supported ({num_lanes}).")
+        blocks = _materialize(lambda k: _threefry_blocks(jax.random.key_data(k), num_blocks), key)
+        as_word = lambda f: lax.bitcast_convert_type(f, jnp.uint32)  # noqa: E731
+        first = lax.broadcasted_iota(jnp.int32, (num_blocks, 2, 2), 1) == 0
+        words = jnp.where(
+            first,
+            as_word(jnp.real(blocks))[:, None, None],
+            as_word(jnp.imag(blocks))[:, None, None],
+        )
+    else:
+        num_words = -(-num_lanes // 2)
+        words = _materialize(lambda k: jax.random.bits(k, (num_words,), jnp.uint32), key)[:, None]
+    halves = lax.broadcasted_iota(jnp.uint32, (*words.shape[:-1], 2), words.ndim - 1)
+    lanes = lax.shift_right_logical(words, halves * jnp.uint32(LANE_BITS)) & jnp.uint32(_LANE_MASK)
+    return lanes.reshape(-1)[:num_lanes]
+
+
+def lane_threshold(keep: jax.Array) -> jax.Array:
+    """``round(keep * 2**16)`` as ``uint32``: a lane below it keeps its element."""
+    return jnp.round(keep.astype(jnp.float32) * LANE_LEVELS).astype(jnp.uint32)
+
+
 def lane_keep_mask(
     key: jax.Array, shape: tuple[int, ...], keep: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """Bernoulli keep-mask from 16-bit lanes and the keep probability it realises.
 
-    Element ``i`` of the last axis uses the low (even ``i``) or high (odd ``i``) half
-    of word ``i // 2``. It is kept when its lane is below
-    ``threshold = round(keep * 2**16)``, so the realised keep probability is
-    ``threshold / 2**16``, within ``2**-17`` of ``keep``; it is returned so callers
-    scale by exactly the probability used.
+    Element ``i`` (row-major flat index) is kept when lane ``i`` (see
+    :func:`random_lanes`) is below ``threshold = round(keep * 2**16)``, so the realised
+    keep probability is ``threshold / 2**16``, within ``2**-17`` of ``keep``; it is
+    returned so callers scale by exactly the probability used.
 
     Args:
       key: a typed PRNG key.
@@ -100,11 +184,7 @@ def lane_keep_mask(
     Returns:
       ``(mask, keep_used)``: a boolean mask of ``shape`` and a float32 scalar.
     """
-    threshold = jnp.round(keep.astype(jnp.float32) * LANE_LEVELS).astype(jnp.uint32)
+    threshold = lane_threshold(keep)
     keep_used = threshold.astype(jnp.float32) / LANE_LEVELS
-    full_shape = shape if shape else (1,)
-    last = full_shape[-1]
-    words = random_words(key, (*full_shape[:-1], (last + 1) // 2))
-    lanes = jnp.stack([words & jnp.uint32(0xFFFF), lax.shift_right_logical(words, jnp.uint32(16))], axis=-1)
-    lanes = lanes.reshape((*full_shape[:-1], -1))[..., :last]
+    lanes = random_lanes(key, math.prod(shape))
     return (lanes < threshold).reshape(shape), keep_used

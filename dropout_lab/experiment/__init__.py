@@ -1,0 +1,36 @@
+"""Experiment library: config schema, data, MLP, trainer, evaluation, reports.
+
+Scripts in ``experiments/`` parse a config and call :func:`run_experiment`.
+"""
+
+from dropout_lab.experiment.config import (
+    ConfigError,
+    ExperimentConfig,
+    enabled_methods,
+    load_config,
+    to_yaml,
+    validate,
+)
+from dropout_lab.experiment.data import DataError, Dataset, load_dataset
+from dropout_lab.experiment.model import MLP
+from dropout_lab.experiment.run import run_dir, run_experiment
+from dropout_lab.experiment.train import RunKeys, Trainer, compile_forward, make_optimizer
+
+__all__ = [
+    "MLP",
+    "ConfigError",
+    "DataError",
+    "Dataset",
+    "ExperimentConfig",
+    "RunKeys",
+    "Trainer",
+    "compile_forward",
+    "enabled_methods",
+    "load_config",
+    "load_dataset",
+    "make_optimizer",
+    "run_dir",
+    "run_experiment",
+    "to_yaml",
+    "validate",
+]

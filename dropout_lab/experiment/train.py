@@ -1,0 +1,345 @@
+"""Reusable trainer: jitted steps scanned over chunks, orbax checkpoints, resumable.
+
+The unit is a pure step ``step(state, x, y, key, rate, input_rate) -> (state, loss)``
+with the rates as traced arguments, so later experiments can ``vmap`` it over rates and
+seeds. :meth:`Trainer.train_chunk` scans it over ``num_steps`` steps whose batches
+depend only on the global step (epoch ``e`` is the permutation drawn from
+``fold_in(data_key, e)``), so a run cut into chunks, interrupted and resumed from a
+checkpoint gives bit-for-bit the same parameters as a run in one piece.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dropout_lab.experiment.config import ExperimentConfig, TrainConfig
+from dropout_lab.experiment.data import Dataset
+from dropout_lab.experiment.model import METHOD_VARIANT, MLP
+
+# XLA:CPU in jax 0.10 can fuse a deterministic MLP forward over >= 1024 rows into a
+# library call ~15x slower than plain dots; evaluation forwards use this option.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
+def compile_forward(fn: Callable, *args: Any) -> Callable:
+    """``jax.jit(fn)`` compiled ahead for ``args``' shapes, with the CPU option above."""
+    lowered = jax.jit(fn).lower(*args)
+    if jax.default_backend() == "cpu":
+        return lowered.compile(compiler_options=CPU_COMPILER_OPTIONS)
+    return lowered.compile()
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """The Optax optimizer named by ``cfg.optimizer``."""
+    if cfg.optimizer == "adamw":
+        return optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        opt = optax.adam(cfg.learning_rate)
+    else:
+        opt = optax.sgd(cfg.learning_rate, momentum=cfg.momentum)
+    if cfg.weight_decay:
+        opt = optax.chain(optax.add_decayed_weights(cfg.weight_decay), opt)
+    return opt
+
+
+@dataclass(frozen=True)
+class RunKeys:
+    """The four independent streams of one seed (same for every method)."""
+
+    init: jax.Array
+    data: jax.Array
+    dropout: jax.Array
+    eval: jax.Array
+
+    @classmethod
+    def from_seed(cls, seed: int) -> RunKeys:
+        """Splits ``jax.random.key(seed)`` into the four streams."""
+        init, data, dropout, eval_ = jax.random.split(jax.random.key(seed), 4)
+        return cls(init, data, dropout, eval_)
+
+
+class Trainer:
+    """Trains and evaluates one method's MLP; reusable across seeds (compiles once).
+
+    Args:
+      cfg: the experiment config.
+      method: a key of ``METHOD_VARIANT`` (``none``, ``classic``, ``inverted``,
+        ``rdrop``, ``mc``, ``dropconnect``, ``gaussian``).
+      data: the split data set.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, method: str, data: Dataset):
+        self.cfg, self.method, self.data = cfg, method, data
+        self.task = data.task
+        mcfg = getattr(cfg.methods, method)
+        self.rate = float(getattr(mcfg, "rate", 0.0))
+        self.input_rate = float(getattr(mcfg, "input_rate", 0.0))
+        self.alpha = float(getattr(mcfg, "alpha", 0.0))
+        self.model = MLP(
+            hidden=tuple(cfg.model.hidden),
+            out_features=data.num_classes if self.task == "classification" else 1,
+            activation=cfg.model.activation,
+            variant=METHOD_VARIANT[method],
+        )
+        self.tx = make_optimizer(cfg.train)
+        n = len(data.x_train)
+        self.batch_size = min(cfg.train.batch_size, n)
+        self.steps_per_epoch = n // self.batch_size
+        self.total_steps = cfg.train.epochs * self.steps_per_epoch
+        self.eval_every = cfg.train.eval_every or self.steps_per_epoch
+        self.x_train = jnp.asarray(data.x_train)
+        self.y_train = jnp.asarray(data.y_train)
+        self._chunks: dict[int, Callable] = {}
+        self._forward: Callable | None = None
+        self._mc_forward: dict[int, Callable] = {}
+
+    # ----------------------------------------------------------------- training
+    def init(self, keys: RunKeys) -> dict:
+        """Initial state ``{"params", "opt_state", "step"}``."""
+        params = self.model.init(keys.init, self.x_train[:1])["params"]
+        return {"params": params, "opt_state": self.tx.init(params), "step": jnp.int32(0)}
+
+    def loss(self, params, x, y, key, rate, input_rate) -> jax.Array:
+        """Training loss of one batch ``x [batch, features]``, ``y [batch]``."""
+        rngs = {"dropout": key}
+        if self.method == "rdrop":
+            from dropout_lab import losses
+
+            # One forward over the batch concatenated with itself: two independent
+            # masks, one kernel launch per layer.
+            both = self.model.apply(
+                {"params": params}, jnp.concatenate([x, x]), rate, input_rate,
+                deterministic=False, rngs=rngs,
+            )
+            logits_a, logits_b = jnp.split(both, 2)
+            return losses.rdrop(logits_a, logits_b, y, alpha=self.alpha)
+        out = self.model.apply(
+            {"params": params}, x, rate, input_rate, deterministic=False, rngs=rngs
+        )
+        if self.task == "classification":
+            return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+        return 0.5 * jnp.mean((out[:, 0] - y) ** 2)
+
+    def step(self, state, x, y, key, rate, input_rate):
+        """One optimizer step (pure; jit/vmap it): returns ``(state, loss)``."""
+        loss, grads = jax.value_and_grad(self.loss)(
+            state["params"], x, y, key, rate, input_rate
+        )
+        updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss
+
+    def batch_indices(self, data_key: jax.Array, step: jax.Array) -> jax.Array:
+        """Rows of global step ``step``: slice ``step % spe`` of epoch ``step // spe``."""
+        n, b = self.x_train.shape[0], self.batch_size
+        epoch, i = step // self.steps_per_epoch, step % self.steps_per_epoch
+        perm = jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
+        return jax.lax.dynamic_slice_in_dim(perm, i * b, b)
+
+    def _chunk_fn(self, num_steps: int) -> Callable:
+        @jax.jit
+        def chunk(state, x_all, y_all, data_key, dropout_key, rate, input_rate):
+            def body(state, _):
+                idx = self.batch_indices(data_key, state["step"])
+                key = jax.random.fold_in(dropout_key, state["step"])
+                return self.step(state, x_all[idx], y_all[idx], key, rate, input_rate)
+
+            return jax.lax.scan(body, state, None, length=num_steps)
+
+        return chunk
+
+    def train_chunk(self, state: dict, keys: RunKeys, num_steps: int):
+        """Runs ``num_steps`` jitted steps from ``state["step"]``; returns (state, losses)."""
+        if num_steps not in self._chunks:
+            self._chunks[num_steps] = self._chunk_fn(num_steps)
+        return self._chunks[num_steps](
+            state, self.x_train, self.y_train, keys.data, keys.dropout,
+            jnp.float32(self.rate), jnp.float32(self.input_rate),
+        )
+
+    # --------------------------------------------------------------- prediction
+    def _batched(self, fn: Callable, x: np.ndarray) -> np.ndarray:
+        """Applies ``fn(batch_index, rows [B, features])`` to padded batches of B rows."""
+        b = self.cfg.train.eval_batch_size
+        outs = []
+        for i, start in enumerate(range(0, len(x), b)):
+            rows = x[start : start + b]
+            pad = np.zeros((b - len(rows), x.shape[1]), np.float32)
+            out = np.asarray(fn(i, np.concatenate([rows, pad])))
+            outs.append(out[..., : len(rows), :])
+        return np.concatenate(outs, axis=-2)
+
+    def predict(self, params, x: np.ndarray) -> np.ndarray:
+        """Deterministic outputs ``[n, out]`` (classic dropout scales by keep here)."""
+        if self._forward is None:
+            def forward(params, rows, rate, input_rate):
+                return self.model.apply({"params": params}, rows, rate, input_rate)
+
+            b = self.cfg.train.eval_batch_size
+            self._forward = compile_forward(
+                forward, params, jnp.zeros((b, x.shape[1])), jnp.float32(0), jnp.float32(0)
+            )
+        rate, input_rate = jnp.float32(self.rate), jnp.float32(self.input_rate)
+        return self._batched(lambda i, rows: self._forward(params, rows, rate, input_rate), x)
+
+    def predict_mc(self, params, x: np.ndarray, key: jax.Array) -> np.ndarray:
+        """``num_samples`` stochastic passes ``[T, n, out]`` (softmax for classification)."""
+        from dropout_lab import mc
+
+        mcfg = self.cfg.methods.mc
+        num_samples, chunk = mcfg.num_samples, mcfg.chunk_size
+        transform = jax.nn.softmax if self.task == "classification" else None
+        if num_samples not in self._mc_forward:
+            def forward(params, rows, key, rate, input_rate):
+                def fn(k):
+                    return self.model.apply(
+                        {"params": params}, rows, rate, input_rate,
+                        deterministic=False, rngs={"dropout": k},
+                    )
+
+                return mc.sample(fn, key, num_samples, chunk_size=chunk, transform=transform)
+
+            b = self.cfg.train.eval_batch_size
+            self._mc_forward[num_samples] = compile_forward(
+                forward, params, jnp.zeros((b, x.shape[1])), key, jnp.float32(0), jnp.float32(0)
+            )
+        f = self._mc_forward[num_samples]
+        rate, input_rate = jnp.float32(self.rate), jnp.float32(self.input_rate)
+        return self._batched(
+            lambda i, rows: f(params, rows, jax.random.fold_in(key, i), rate, input_rate), x
+        )
+
+    # ------------------------------------------------------------------ fitting
+    def curve_point(self, params) -> dict[str, float]:
+        """Train and test loss / accuracy (or RMSE) of the deterministic network."""
+        out: dict[str, float] = {}
+        for split, x, y in (
+            ("train", self.data.x_train, self.data.y_train),
+            ("test", self.data.x_test, self.data.y_test),
+        ):
+            pred = self.predict(params, x)
+            if self.task == "classification":
+                logp = jax.nn.log_softmax(jnp.asarray(pred))
+                out[f"{split}_nll"] = float(-jnp.take_along_axis(logp, y[:, None], 1).mean())
+                out[f"{split}_acc"] = float(np.mean(pred.argmax(-1) == y))
+            else:
+                out[f"{split}_rmse"] = float(
+                    np.sqrt(np.mean((pred[:, 0] - y) ** 2)) * self.data.y_std
+                )
+        return out
+
+    def fit(
+        self,
+        seed: int,
+        checkpoint_dir: str | pathlib.Path | None = None,
+        *,
+        on_eval: Callable[[int, dict], None] | None = None,
+    ) -> tuple[dict, list[dict], dict]:
+        """Trains from scratch or from the latest checkpoint in ``checkpoint_dir``.
+
+        Every ``eval_every`` steps: one learning-curve point, ``on_eval(step, point)``
+        (progress bars; tests raise here to simulate an interruption), and every
+        ``checkpoint_every`` evaluations a checkpoint (parameters, optimizer state,
+        step, curve so far, timings).
+
+        Args:
+          seed: training seed (initialization, batch order, dropout masks).
+          checkpoint_dir: where checkpoints live (``None``: no checkpoints).
+          on_eval: optional callback.
+
+        Returns:
+          ``(state, history, timing)``: the final state, the learning curve (list of
+          dicts with ``step``, ``epoch``, ``train_loss`` and :meth:`curve_point`'s
+          keys), and ``{"train_seconds", "seconds_per_epoch", "resumed_from"}``
+          (seconds per epoch: median over chunks, so compilation is left out).
+        """
+        keys = RunKeys.from_seed(seed)
+        state = self.init(keys)
+        history: list[dict] = []
+        chunk_seconds: list[float] = []
+        manager = None
+        resumed_from = 0
+        if checkpoint_dir is not None:
+            manager = _manager(checkpoint_dir)
+            latest = manager.latest_step()
+            if latest is not None:
+                state, meta = _restore(manager, latest, state)
+                history, chunk_seconds = meta["history"], meta["chunk_seconds"]
+                resumed_from = int(latest)
+        evals_since_ckpt = 0
+        step = int(state["step"])
+        while step < self.total_steps:
+            num = min(self.eval_every - step % self.eval_every, self.total_steps - step)
+            start = time.perf_counter()
+            state, losses = self.train_chunk(state, keys, num)
+            losses = np.asarray(losses)
+            chunk_seconds.append([time.perf_counter() - start, num])
+            step = int(state["step"])
+            point = {
+                "step": step,
+                "epoch": step / self.steps_per_epoch,
+                "train_loss": float(losses.mean()),
+                **self.curve_point(state["params"]),
+            }
+            history.append(point)
+            evals_since_ckpt += 1
+            if manager is not None and (
+                evals_since_ckpt >= self.cfg.train.checkpoint_every or step == self.total_steps
+            ):
+                _save(manager, step, state, {"history": history, "chunk_seconds": chunk_seconds})
+                evals_since_ckpt = 0
+            if on_eval is not None:
+                on_eval(step, point)
+        if manager is not None:
+            manager.close()
+        # The first chunk of a fresh run includes compilation: report the median.
+        secs = np.array(chunk_seconds, dtype=np.float64).reshape(-1, 2)
+        per_step = float(np.median(secs[:, 0] / secs[:, 1])) if len(secs) else float("nan")
+        timing = {
+            "seconds_per_epoch": per_step * self.steps_per_epoch,
+            "train_seconds": float(secs[:, 0].sum()),
+            "resumed_from": resumed_from,
+        }
+        return state, history, timing
+
+
+def _manager(directory: str | pathlib.Path):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options)
+
+
+def _save(manager, step: int, state: dict, meta: dict) -> None:
+    import orbax.checkpoint as ocp
+
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+        ),
+    )
+    manager.wait_until_finished()
+
+
+def _restore(manager, step: int, template: dict) -> tuple[dict, dict]:
+    import orbax.checkpoint as ocp
+
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+        ),
+    )
+    return restored["state"], restored["meta"]
+

@@ -1,0 +1,339 @@
+r"""Monte Carlo dropout: many stochastic passes of a function of a key.
+
+Every function here takes ``fn(key) -> output`` (any pytree), splits one key into
+``num_samples`` keys with ``jax.random.split`` and evaluates ``fn`` once per key. The
+split is the same whatever ``chunk_size`` is, so sample ``i`` always sees
+``jax.random.split(key, num_samples)[i]`` and a chunked run returns what an unchunked
+run (or a Python loop over those keys) returns.
+
+``fn`` is usually a Flax apply with dropout switched on::
+
+    fn = lambda k: model.apply(params, x, deterministic=False, rngs={"dropout": k})
+
+For NNX models, whose RNG state lives in the module, use :func:`nnx_fn` or
+:func:`sample_nnx`.
+
+These functions are not jitted themselves (``fn`` is an arbitrary Python callable);
+wrap the call in ``jax.jit`` so that the passes run as one compiled program, e.g.
+``jax.jit(lambda k: dl.mc.sample(fn, k, 100, chunk_size=25))(key)``.
+
+References:
+  Gal & Ghahramani, "Dropout as a Bayesian Approximation: Representing Model
+  Uncertainty in Deep Learning", ICML 2016.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from dropout_lab import _checks
+
+__all__ = ["Moments", "mean", "nnx_fn", "sample", "sample_nnx", "split_keys"]
+
+
+class Moments(NamedTuple):
+    """Running moments of the MC samples (each a pytree shaped like one output).
+
+    Attributes:
+      mean: sample mean over the ``num_samples`` passes.
+      variance: sample variance, ``sum (y_t - mean)**2 / (num_samples - ddof)``.
+    """
+
+    mean: Any
+    variance: Any
+
+
+def _check_counts(num_samples: int, chunk_size: int | None) -> int:
+    """Validates the static sample counts and returns the effective chunk size."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive Python int, got {num_samples!r}.")
+    if chunk_size is None:
+        return num_samples
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive Python int or None, got {chunk_size!r}.")
+    return min(chunk_size, num_samples)
+
+
+def split_keys(key: ArrayLike, num_samples: int) -> jax.Array:
+    """The per-sample keys: ``jax.random.split(key, num_samples)``.
+
+    Typed keys (``jax.random.key``) give typed keys; a legacy ``uint32`` key
+    (``jax.random.PRNGKey``) gives legacy keys ``[num_samples, 2]``, the same bits.
+
+    Args:
+      key: a PRNG key, typed or legacy.
+      num_samples: number of keys (a Python int).
+
+    Returns:
+      Key array ``[num_samples]`` (typed) or ``[num_samples, 2]`` (legacy).
+
+    Raises:
+      ValueError: ``num_samples`` is not a positive int, or ``key`` is not one key.
+      TypeError: ``key`` is not a PRNG key.
+    """
+    _check_counts(num_samples, None)
+    typed = _checks.as_key(key)
+    keys = jax.random.split(typed, num_samples)
+    if typed is key:
+        return keys
+    return jax.random.key_data(keys)
+
+
+def _compose(fn: Callable, transform: Callable | None) -> Callable:
+    if transform is None:
+        return fn
+    return lambda k: transform(fn(k))
+
+
+def sample(
+    fn: Callable[[jax.Array], Any],
+    key: ArrayLike,
+    num_samples: int,
+    *,
+    chunk_size: int | None = None,
+    transform: Callable[[Any], Any] | None = None,
+) -> Any:
+    r"""Stacks ``num_samples`` stochastic passes ``transform(fn(k_t))``.
+
+    .. math::
+        y_t = \text{transform}(\text{fn}(k_t)),\qquad
+        (k_1, \dots, k_T) = \texttt{jax.random.split}(\text{key}, T)
+
+    Without ``chunk_size`` all passes run at once under ``jax.vmap``. With it, the
+    keys are processed ``chunk_size`` at a time in sequence (``jax.lax.map`` with
+    ``batch_size``; a final smaller chunk takes the remainder when ``chunk_size`` does
+    not divide ``num_samples``), so only one chunk's intermediates are live at a time.
+    The stacked output itself still holds all ``num_samples`` results; use
+    :func:`mean` when only moments are needed. The chunked result is the same as the
+    unchunked one for the same key.
+
+    Args:
+      fn: function of one PRNG key returning an array or pytree, e.g.
+        ``lambda k: model.apply(params, x, deterministic=False, rngs={"dropout": k})``.
+      key: a PRNG key (``jax.random.key`` or a legacy ``jax.random.PRNGKey``); ``fn``
+        receives keys of the same kind.
+      num_samples: number of passes ``T`` (a Python int).
+      chunk_size: passes evaluated together (a Python int); ``None`` runs all at once.
+      transform: applied to each pass before stacking, e.g. ``jax.nn.softmax``.
+
+    Returns:
+      The outputs stacked on a new leading axis: ``[num_samples, ...]`` per leaf.
+
+    Raises:
+      ValueError: ``num_samples`` or ``chunk_size`` is not a positive int.
+
+    References:
+      Gal & Ghahramani, "Dropout as a Bayesian Approximation: Representing Model
+      Uncertainty in Deep Learning", ICML 2016.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> x = jnp.ones((4, 3))
+      >>> fn = lambda k: dl.dropout(k, x, 0.5)
+      >>> y = dl.mc.sample(fn, jax.random.key(0), 10, chunk_size=4)
+      >>> y.shape, y.dtype
+      ((10, 4, 3), dtype('float32'))
+    """
+    chunk = _check_counts(num_samples, chunk_size)
+    keys = split_keys(key, num_samples)
+    f = _compose(fn, transform)
+    if chunk == num_samples:
+        return jax.vmap(f)(keys)
+    return jax.lax.map(f, keys, batch_size=chunk)
+
+
+def _promote(y: jax.Array) -> jax.Array:
+    """Accumulate half-precision outputs in float32."""
+    y = jnp.asarray(y)
+    return y.astype(jnp.promote_types(y.dtype, jnp.float32))
+
+
+def _chunk_moments(f: Callable, keys: jax.Array) -> tuple[jax.Array, Any, Any]:
+    """Count, mean and sum of squared deviations of one chunk of passes."""
+    ys = jax.tree.map(_promote, jax.vmap(f)(keys))
+    mu = jax.tree.map(lambda y: jnp.mean(y, axis=0), ys)
+    m2 = jax.tree.map(lambda y, m: jnp.sum(jnp.square(y - m), axis=0), ys, mu)
+    return jnp.asarray(keys.shape[0], jnp.float32), mu, m2
+
+
+def _combine(a: tuple, b: tuple) -> tuple:
+    """Chan, Golub & LeVeque's pairwise update of (count, mean, M2)."""
+    n_a, mu_a, m2_a = a
+    n_b, mu_b, m2_b = b
+    n = n_a + n_b
+    w_b = n_b / n
+    w_ab = n_a * n_b / n
+
+    def mean_of(ma, mb):
+        return ma + (mb - ma) * w_b.astype(ma.dtype)
+
+    def m2_of(ma, mb, sa, sb):
+        return sa + sb + jnp.square(mb - ma) * w_ab.astype(ma.dtype)
+
+    return (
+        n,
+        jax.tree.map(mean_of, mu_a, mu_b),
+        jax.tree.map(m2_of, mu_a, mu_b, m2_a, m2_b),
+    )
+
+
+def mean(
+    fn: Callable[[jax.Array], Any],
+    key: ArrayLike,
+    num_samples: int,
+    *,
+    chunk_size: int | None = None,
+    transform: Callable[[Any], Any] | None = None,
+    ddof: int = 0,
+) -> Moments:
+    r"""Mean and variance of ``num_samples`` passes without storing them all.
+
+    The passes use the same keys as :func:`sample`. Each chunk of ``chunk_size``
+    passes is reduced to its mean and sum of squared deviations :math:`M_2`, and the
+    chunks are merged in a ``lax.scan`` with the pairwise update (Chan et al. 1979):
+
+    .. math::
+        \delta = \bar y_b - \bar y_a,\quad
+        \bar y = \bar y_a + \delta \tfrac{n_b}{n},\quad
+        M_2 = M_{2,a} + M_{2,b} + \delta^2 \tfrac{n_a n_b}{n}
+
+    so live memory is one chunk of outputs plus the running moments. The variance is
+    :math:`M_2 / (T - \text{ddof})`; ``ddof=0`` (the default) is the MC-dropout
+    convention :math:`\frac1T\sum_t y_t^2 - \bar y^2` of Gal & Ghahramani (2016).
+    Half-precision outputs are accumulated in float32.
+
+    Args:
+      fn: function of one PRNG key returning an array or pytree.
+      key: a PRNG key, typed or legacy.
+      num_samples: number of passes ``T`` (a Python int).
+      chunk_size: passes evaluated together; ``None`` evaluates all at once.
+      transform: applied to each pass first, e.g. ``jax.nn.softmax``.
+      ddof: delta degrees of freedom of the variance (0 or 1 usually).
+
+    Returns:
+      ``Moments(mean, variance)``, each shaped like one (transformed) output.
+
+    Raises:
+      ValueError: ``num_samples`` or ``chunk_size`` is not a positive int.
+
+    References:
+      Chan, Golub & LeVeque, "Updating Formulae and a Pairwise Algorithm for Computing
+      Sample Variances", Stanford CS report STAN-CS-79-773, 1979.
+      Gal & Ghahramani, "Dropout as a Bayesian Approximation: Representing Model
+      Uncertainty in Deep Learning", ICML 2016.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> fn = lambda k: dl.dropout(k, jnp.ones((4, 3)), 0.5)
+      >>> m, v = dl.mc.mean(fn, jax.random.key(0), 10, chunk_size=4)
+      >>> m.shape, v.dtype
+      ((4, 3), dtype('float32'))
+    """
+    chunk = _check_counts(num_samples, chunk_size)
+    keys = split_keys(key, num_samples)
+    f = _compose(fn, transform)
+    num_full, remainder = divmod(num_samples, chunk)
+    full = keys[: num_full * chunk].reshape((num_full, chunk, *keys.shape[1:]))
+    state = _chunk_moments(f, full[0])
+    if num_full > 1:
+
+        def step(carry, chunk_keys):
+            return _combine(carry, _chunk_moments(f, chunk_keys)), None
+
+        state, _ = jax.lax.scan(step, state, full[1:])
+    if remainder:
+        state = _combine(state, _chunk_moments(f, keys[num_full * chunk :]))
+    _, mu, m2 = state
+    variance = jax.tree.map(lambda s: s / jnp.asarray(num_samples - ddof, s.dtype), m2)
+    return Moments(mu, variance)
+
+
+def nnx_fn(model: Any, *args: Any, **kwargs: Any) -> Callable[[jax.Array], Any]:
+    """A function of a key that calls an NNX model with fresh RNG streams.
+
+    ``model`` is split once (``nnx.split``) into its graph, its ``RngKey`` and
+    ``RngCount`` variables and the rest. The returned ``fn(key)`` replaces the
+    ``j``-th ``RngKey`` (in ``nnx.split``'s path order) by
+    ``jax.random.fold_in(key, j)`` (split to its shape if it is a key array), resets
+    the counts to zero, merges a fresh copy and returns ``copy(*args, **kwargs)``. The
+    model's own RNG state is neither read nor advanced, each key gives its own masks,
+    and ``fn`` can be vmapped over keys: pass it to :func:`sample` or :func:`mean`.
+
+    Modes are not changed: put the dropout layers in training mode first (e.g.
+    ``nnx.view(model, deterministic=False)``, or per layer, so that BatchNorm stays in
+    evaluation mode). State the call mutates in the copy (batch statistics) is
+    discarded.
+
+    Args:
+      model: an ``nnx.Module``.
+      *args: positional arguments of the call.
+      **kwargs: keyword arguments of the call.
+
+    Returns:
+      ``fn(key) -> model(*args, **kwargs)`` with fresh RNG streams.
+    """
+    from flax import nnx
+
+    graphdef, rng_keys, rng_counts, rest = nnx.split(model, nnx.RngKey, nnx.RngCount, ...)
+    old_keys, treedef = jax.tree.flatten(rng_keys)
+    zero_counts = jax.tree.map(jnp.zeros_like, rng_counts)
+
+    def reseeded(key: jax.Array, j: int, old: jax.Array) -> jax.Array:
+        new = jax.random.fold_in(key, j)
+        return new if old.shape == () else jax.random.split(new, old.shape)
+
+    def fn(key: jax.Array) -> Any:
+        key = _checks.as_key(key)
+        new_keys = [reseeded(key, j, old) for j, old in enumerate(old_keys)]
+        copy = nnx.merge(
+            graphdef, jax.tree.unflatten(treedef, new_keys), zero_counts, rest, copy=True
+        )
+        return copy(*args, **kwargs)
+
+    return fn
+
+
+def sample_nnx(
+    model: Any,
+    x: Any,
+    key: ArrayLike,
+    num_samples: int,
+    *,
+    chunk_size: int | None = None,
+    transform: Callable[[Any], Any] | None = None,
+) -> Any:
+    """:func:`sample` for an NNX model: ``num_samples`` passes of ``model(x)``.
+
+    Each pass runs on a copy of ``model`` whose RNG streams are reseeded from its own
+    key (see :func:`nnx_fn`), so the model's RNG state is left untouched and the
+    chunked result equals the unchunked one. Dropout layers must be in training mode.
+
+    Args:
+      model: an ``nnx.Module`` with its dropout layers in training mode.
+      x: the input (any pytree the model's ``__call__`` takes as its one argument).
+      key: a PRNG key, typed or legacy.
+      num_samples: number of passes ``T``.
+      chunk_size: passes evaluated together; ``None`` evaluates all at once.
+      transform: applied to each pass, e.g. ``jax.nn.softmax``.
+
+    Returns:
+      ``[num_samples, ...]`` per output leaf.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> import dropout_lab as dl
+      >>> model = nnx.Sequential(nnx.Linear(3, 2, rngs=nnx.Rngs(0)),
+      ...                        dl.nnx.Dropout(0.5, rngs=nnx.Rngs(dropout=1)))
+      >>> y = dl.mc.sample_nnx(model, jnp.ones((4, 3)), jax.random.key(0), 8)
+      >>> y.shape
+      (8, 4, 2)
+    """
+    return sample(nnx_fn(model, x), key, num_samples, chunk_size=chunk_size, transform=transform)
