@@ -30,6 +30,9 @@ def affine_correction(keep: jax.Array) -> tuple[jax.Array, jax.Array]:
     return a, b
 
 
+# Compiled even when called eagerly, so that XLA's fused multiply-adds give the same
+# bits with and without an outer jit (eager op-by-op dispatch would round twice).
+@functools.partial(jax.jit, static_argnums=(3,))
 @functools.partial(
     jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable, static_argnums=(3,)
 )

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from dropout_lab import _checks
+from dropout_lab.ops import _prng
 from dropout_lab.ops._bernoulli import compute_dtype
 
 
@@ -19,10 +20,13 @@ def noise_std(rate: jax.Array) -> jax.Array:
     return jnp.where(inside, jnp.sqrt(safe / (1 - safe)), 0.0)
 
 
+# Compiled even when called eagerly, so that XLA's fused multiply-adds give the same
+# bits with and without an outer jit (eager op-by-op dispatch would round twice).
+@jax.jit
 @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable)
 def _gaussian_train(key: jax.Array, x: jax.Array, rate: jax.Array) -> jax.Array:
     dtype = compute_dtype(x.dtype)
-    noise = jax.random.normal(key, x.shape, dtype)
+    noise = _prng.standard_normal(key, x.shape).astype(dtype)
     y = x.astype(dtype) * (1 + noise_std(rate).astype(dtype) * noise)
     return jnp.where(rate >= 1, jnp.zeros((), dtype), y).astype(x.dtype)
 

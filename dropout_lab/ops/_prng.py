@@ -166,6 +166,23 @@ def lane_threshold(keep: jax.Array) -> jax.Array:
     return jnp.round(keep.astype(jnp.float32) * LANE_LEVELS).astype(jnp.uint32)
 
 
+def standard_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Float32 standard normals; equals ``jax.random.normal(key, shape)`` (partitionable).
+
+    Uses :func:`random_words`, so it is local to each shard whatever the
+    ``jax_threefry_partitionable`` flag says: uniform ``u`` in (-1, 1) from the top
+    23 bits of each word, then :math:`\\sqrt 2\\,\\mathrm{erf}^{-1}(u)`.
+    """
+    words = random_words(key, shape)
+    one_bits = jnp.uint32(0x3F800000)
+    floats = lax.bitcast_convert_type(
+        lax.shift_right_logical(words, jnp.uint32(9)) | one_bits, jnp.float32
+    ) - jnp.float32(1.0)
+    low = jnp.nextafter(jnp.float32(-1.0), jnp.float32(0.0))
+    uniform = lax.max(low, floats * (jnp.float32(1.0) - low) + low)
+    return jnp.float32(math.sqrt(2)) * lax.erf_inv(uniform)
+
+
 def lane_keep_mask(
     key: jax.Array, shape: tuple[int, ...], keep: jax.Array
 ) -> tuple[jax.Array, jax.Array]:

@@ -6,6 +6,7 @@ linear depth schedule of stochastic depth.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -190,6 +191,39 @@ def seed_probability(
     return jnp.where(rate <= 0, 0.0, jnp.where(rate >= 1, 1.0, hi))
 
 
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _dropblock_train(
+    key: jax.Array,
+    x: jax.Array,
+    rate: jax.Array,
+    spatial: tuple[int, ...],
+    blocks: tuple[int, ...],
+    shared: tuple[int, ...],
+    seed_rate: str,
+) -> jax.Array:
+    """DropBlock's training path (jitted so eager calls compile once per shape)."""
+    sizes = tuple(x.shape[d] for d in spatial)
+    gamma = seed_probability(rate, sizes, blocks, seed_rate)
+    seed_shape = [1 if d in shared else n for d, n in enumerate(x.shape)]
+    window, padding = [1] * x.ndim, [(0, 0)] * x.ndim
+    for d, b in zip(spatial, blocks, strict=True):
+        seed_shape[d] = x.shape[d] - b + 1
+        window[d], padding[d] = b, (b - 1, b - 1)
+    # keep_mask keeps with probability 1 - rate: pass 1 - gamma to draw the seeds
+    # (exact Bernoulli draws: gamma is small and must not be quantised).
+    seeds, _ = keep_mask(key, tuple(seed_shape), 1.0 - gamma, impl="bernoulli")
+    # Seed s drops s .. s + b - 1: a max over a window of b, padded by b - 1 both sides.
+    dropped = lax.reduce_window(
+        seeds.astype(jnp.float32), 0.0, lax.max, window, (1,) * x.ndim, padding
+    )
+    kept = dropped == 0
+    num_kept = jnp.sum(kept, dtype=jnp.float32)
+    scale = kept.size / jnp.maximum(num_kept, 1.0)
+    dtype = compute_dtype(x.dtype)
+    scaled = (x.astype(dtype) * scale.astype(dtype)).astype(x.dtype)
+    return jnp.where(jnp.broadcast_to(kept, x.shape), scaled, jnp.zeros((), x.dtype))
+
+
 def dropblock(
     key: ArrayLike,
     x: ArrayLike,
@@ -271,24 +305,9 @@ def dropblock(
     if deterministic:
         return _checks.nan_if_invalid(x, rate, rate_array)
 
-    gamma = seed_probability(rate_array, sizes, blocks, seed_rate)
-    seed_shape = [1 if d in shared else n for d, n in enumerate(x.shape)]
-    window, padding = [1] * x.ndim, [(0, 0)] * x.ndim
-    for d, b in zip(spatial, blocks, strict=True):
-        seed_shape[d] = x.shape[d] - b + 1
-        window[d], padding[d] = b, (b - 1, b - 1)
-    # keep_mask keeps with probability 1 - rate: pass 1 - gamma to draw the seeds
-    # (exact Bernoulli draws: gamma is small and must not be quantised).
-    seeds, _ = keep_mask(_checks.as_key(key), tuple(seed_shape), 1.0 - gamma, impl="bernoulli")
-    dropped = lax.reduce_window(
-        seeds.astype(jnp.float32), 0.0, lax.max, window, (1,) * x.ndim, padding
+    y = _dropblock_train(
+        _checks.as_key(key), x, rate_array, spatial, blocks, tuple(sorted(shared)), seed_rate
     )
-    kept = dropped == 0
-    num_kept = jnp.sum(kept, dtype=jnp.float32)
-    scale = kept.size / jnp.maximum(num_kept, 1.0)
-    dtype = compute_dtype(x.dtype)
-    scaled = (x.astype(dtype) * scale.astype(dtype)).astype(x.dtype)
-    y = jnp.where(jnp.broadcast_to(kept, x.shape), scaled, jnp.zeros((), x.dtype))
     return _checks.nan_if_invalid(y, rate, rate_array)
 
 
