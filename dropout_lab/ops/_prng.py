@@ -167,11 +167,11 @@ def lane_threshold(keep: jax.Array) -> jax.Array:
 
 
 def standard_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """Float32 standard normals; equals ``jax.random.normal(key, shape)`` (partitionable).
+    r"""Float32 standard normals; equals ``jax.random.normal(key, shape)`` (partitionable).
 
     Uses :func:`random_words`, so it is local to each shard whatever the
     ``jax_threefry_partitionable`` flag says: uniform ``u`` in (-1, 1) from the top
-    23 bits of each word, then :math:`\\sqrt 2\\,\\mathrm{erf}^{-1}(u)`.
+    23 bits of each word, then :math:`\sqrt 2\,\mathrm{erf}^{-1}(u)`.
     """
     words = random_words(key, shape)
     one_bits = jnp.uint32(0x3F800000)
