@@ -3,8 +3,8 @@ r"""Monte Carlo dropout: many stochastic passes of a function of a key.
 Every function here takes ``fn(key) -> output`` (any pytree), splits one key into
 ``num_samples`` keys with ``jax.random.split`` and evaluates ``fn`` once per key. The
 split is the same whatever ``chunk_size`` is, so sample ``i`` always sees
-``jax.random.split(key, num_samples)[i]`` and a chunked run returns what an unchunked
-run (or a Python loop over those keys) returns.
+``jax.random.split(key, num_samples)[i]`` and a chunked run draws the same masks as an
+unchunked run or a Python loop over those keys.
 
 ``fn`` is usually a Flax apply with dropout switched on::
 
@@ -105,12 +105,17 @@ def sample(
         (k_1, \dots, k_T) = \texttt{jax.random.split}(\text{key}, T)
 
     Without ``chunk_size`` all passes run at once under ``jax.vmap``. With it, the
-    keys are processed ``chunk_size`` at a time in sequence (``jax.lax.map`` with
-    ``batch_size``; a final smaller chunk takes the remainder when ``chunk_size`` does
-    not divide ``num_samples``), so only one chunk's intermediates are live at a time.
+    keys are processed ``chunk_size`` at a time in sequence (``jax.lax.map`` over
+    chunks, each vmapped), so only one chunk's intermediates are live at a time. When
+    ``chunk_size`` does not divide ``num_samples`` the last chunk is padded with
+    repeated keys whose passes are discarded (at most ``chunk_size - 1`` extra passes).
     The stacked output itself still holds all ``num_samples`` results; use
-    :func:`mean` when only moments are needed. The chunked result is the same as the
-    unchunked one for the same key.
+    :func:`mean` when only moments are needed.
+
+    Pass ``t`` gets key ``t`` whatever ``chunk_size`` is, so the dropout masks, and
+    every elementwise computation, are bit-identical between chunked, unchunked and
+    looped runs. Contractions (matmuls) agree to float rounding only: XLA may pick a
+    different kernel for a different batch size (measured on CPU: a few ulp).
 
     Args:
       fn: function of one PRNG key returning an array or pytree, e.g.
@@ -145,7 +150,13 @@ def sample(
     f = _compose(fn, transform)
     if chunk == num_samples:
         return jax.vmap(f)(keys)
-    return jax.lax.map(f, keys, batch_size=chunk)
+    # Every chunk has the same shape, so every pass runs the same compiled batched
+    # computation as in the unchunked call (a smaller last chunk can round
+    # differently); the padding passes reuse the first keys and are discarded.
+    num_chunks = -(-num_samples // chunk)
+    padded = jnp.concatenate([keys, keys[: num_chunks * chunk - num_samples]])
+    ys = jax.lax.map(jax.vmap(f), padded.reshape((num_chunks, chunk, *keys.shape[1:])))
+    return jax.tree.map(lambda y: y.reshape((-1, *y.shape[2:]))[:num_samples], ys)
 
 
 def _promote(y: jax.Array) -> jax.Array:
@@ -313,7 +324,8 @@ def sample_nnx(
 
     Each pass runs on a copy of ``model`` whose RNG streams are reseeded from its own
     key (see :func:`nnx_fn`), so the model's RNG state is left untouched and the
-    chunked result equals the unchunked one. Dropout layers must be in training mode.
+    chunked run draws the same masks as the unchunked one (see :func:`sample`).
+    Dropout layers must be in training mode.
 
     Args:
       model: an ``nnx.Module`` with its dropout layers in training mode.

@@ -45,7 +45,9 @@ def main(argv: list[str]) -> int:
         metric = " ".join(
             f"{k}={v:.4f}" for k, v in point.items() if k.startswith(("train_loss", "test_"))
         )
-        progress.update(tasks[method, seed], completed=step, info=f"ep {point['epoch']:.0f} {metric}")
+        progress.update(
+            tasks[method, seed], completed=step, info=f"ep {point['epoch']:.0f} {metric}"
+        )
 
     try:
         with progress:

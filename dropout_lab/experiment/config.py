@@ -114,7 +114,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9
     eval_every: int = 0
-    checkpoint_every: int = 1
+    checkpoint_every: int = 10
     eval_batch_size: int = 256
 
 
@@ -214,13 +214,18 @@ class ExperimentConfig:
 
 
 def load_config(
-    path: str | pathlib.Path | None = None, overrides: Sequence[str] = ()
+    path: str | pathlib.Path | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    schema: type = ExperimentConfig,
 ) -> ExperimentConfig:
     """Loads a YAML config onto the schema, applies dotted overrides and checks it.
 
     Args:
       path: YAML file (``None``: the schema's defaults).
       overrides: ``key=value`` strings, e.g. ``["train.epochs=50", "seeds=[0,1,2]"]``.
+      schema: the structured dataclass: :class:`ExperimentConfig` or a subclass of it
+        with more sections (the sweep scripts'); subclasses check their own keys after.
 
     Returns:
       The checked config as an :class:`ExperimentConfig` object (a typed OmegaConf
@@ -230,9 +235,8 @@ def load_config(
       ConfigError: missing file, unknown key, wrong type or impossible value; the
         message names the key.
     """
-    schema = OmegaConf.structured(ExperimentConfig)
     try:
-        layers = [schema]
+        layers = [OmegaConf.structured(schema)]
         if path is not None:
             path = pathlib.Path(path)
             if not path.is_file():
@@ -245,7 +249,7 @@ def load_config(
         cfg = OmegaConf.merge(*layers)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
-        raise ConfigError(f"config key {key!r}: {err.msg if hasattr(err, 'msg') else err}") from err
+        raise ConfigError(f"config key {key!r}: {str(err).splitlines()[0]}") from err
     if not cfg.name:
         cfg.name = path.stem if path is not None else "experiment"
     validate(cfg)
@@ -330,8 +334,13 @@ def validate(cfg: ExperimentConfig) -> None:
         for rate_key in ("rate", "input_rate"):
             if hasattr(method, rate_key):
                 # A rate of 1 drops everything: nothing can be learned.
-                _check_range(f"methods.{name}.{rate_key}", getattr(method, rate_key), 0.0, 1.0,
-                             high_open=True)
+                _check_range(
+                    f"methods.{name}.{rate_key}",
+                    getattr(method, rate_key),
+                    0.0,
+                    1.0,
+                    high_open=True,
+                )
     _check_range("methods.rdrop.alpha", cfg.methods.rdrop.alpha, 0.0)
     _check_range("methods.mc.num_samples", cfg.methods.mc.num_samples, 1)
     if cfg.methods.mc.chunk_size is not None:

@@ -94,7 +94,7 @@ def load_mnist1d(seed: int = 42) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def toy_function(x: np.ndarray) -> np.ndarray:
-    """Noise-free toy target :math:`f(x) = \\sin(x) + 0.1 x`."""
+    r"""Noise-free toy target :math:`f(x) = \sin(x) + 0.1 x`."""
     return np.sin(x) + 0.1 * x
 
 

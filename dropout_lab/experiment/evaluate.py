@@ -7,6 +7,9 @@ MC dropout also reports the mutual information (epistemic part) and its AUROC.
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -15,12 +18,33 @@ from dropout_lab.experiment.train import RunKeys, Trainer
 Z90, Z95 = 1.6448536269514722, 1.959963984540054
 
 
+@functools.cache
+def _jitted(name: str):
+    """One jitted program per metric (eager calls would compile every primitive)."""
+    from dropout_lab import metrics as M
+    from dropout_lab import uncertainty as U
+
+    if name == "summary":
+        return jax.jit(U.classification)
+    if name == "scores":
+        return jax.jit(
+            lambda probs, labels, num_bins: (
+                M.accuracy(probs, labels),
+                M.nll(probs, labels),
+                M.ece(probs, labels, num_bins),
+                M.brier(probs, labels),
+            ),
+            static_argnums=2,
+        )
+    if name == "auroc":
+        return jax.jit(M.auroc)
+    return jax.jit(U.mc_log_likelihood)
+
+
 def _probs_t(trainer: Trainer, params, x: np.ndarray, key) -> np.ndarray:
     """Per-pass class probabilities ``[T, n, classes]`` (T = 1 when deterministic)."""
     if trainer.method == "mc":
         return trainer.predict_mc(params, x, key)
-    import jax
-
     return np.asarray(jax.nn.softmax(jnp.asarray(trainer.predict(params, x))))[None]
 
 
@@ -36,11 +60,6 @@ def classification(trainer: Trainer, params, keys: RunKeys) -> tuple[dict, dict]
       ``test_labels``, ``score_in``, ``score_out`` (entropy; for MC the mutual
       information goes in ``mi_in``/``mi_out``).
     """
-    import jax
-
-    from dropout_lab import metrics as M
-    from dropout_lab import uncertainty as U
-
     data, bins = trainer.data, trainer.cfg.eval.ece_bins
     k_train, k_test, k_ood = jax.random.split(keys.eval, 3)
     out: dict[str, float] = {}
@@ -53,16 +72,15 @@ def classification(trainer: Trainer, params, keys: RunKeys) -> tuple[dict, dict]
     ):
         if x is None:
             continue
-        summaries[split] = U.classification(jnp.asarray(_probs_t(trainer, params, x, key)))
+        summaries[split] = _jitted("summary")(jnp.asarray(_probs_t(trainer, params, x, key)))
     for split, y in (("train", data.y_train), ("test", data.y_test)):
-        probs = summaries[split].mean
-        out[f"{split}_acc"] = float(M.accuracy(probs, y))
-        out[f"{split}_nll"] = float(M.nll(probs, y))
+        acc, nll, ece, brier = _jitted("scores")(summaries[split].mean, y, bins)
+        out[f"{split}_acc"], out[f"{split}_nll"] = float(acc), float(nll)
+        if split == "test":
+            out["ece"], out["brier"] = float(ece), float(brier)
     test = summaries["test"]
     out["gap"] = out["train_acc"] - out["test_acc"]
     out["nll_gap"] = out["test_nll"] - out["train_nll"]
-    out["ece"] = float(M.ece(test.mean, data.y_test, num_bins=bins))
-    out["brier"] = float(M.brier(test.mean, data.y_test))
     out["entropy_in"] = float(jnp.mean(test.predictive_entropy))
     arrays["test_probs"] = np.asarray(test.mean)
     arrays["test_labels"] = np.asarray(data.y_test)
@@ -84,11 +102,9 @@ def classification(trainer: Trainer, params, keys: RunKeys) -> tuple[dict, dict]
 
 def _auroc(score_in, score_out) -> float:
     """AUROC of telling OOD (positive, higher score) from in-distribution inputs."""
-    from dropout_lab import metrics as M
-
     scores = jnp.concatenate([jnp.asarray(score_in), jnp.asarray(score_out)])
     is_ood = jnp.concatenate([jnp.zeros(len(score_in), bool), jnp.ones(len(score_out), bool)])
-    return float(M.auroc(scores, is_ood))
+    return float(_jitted("auroc")(scores, is_ood))
 
 
 def _means_t(trainer: Trainer, params, x: np.ndarray, key) -> np.ndarray:
@@ -99,12 +115,12 @@ def _means_t(trainer: Trainer, params, x: np.ndarray, key) -> np.ndarray:
 
 
 def regression(trainer: Trainer, params, keys: RunKeys, grid: np.ndarray | None = None):
-    """Metrics and arrays of a regressor (original target units).
+    r"""Metrics and arrays of a regressor (original target units).
 
-    The noise precision :math:`\\tau` (of standardized targets) is picked from
+    The noise precision :math:`\tau` (of standardized targets) is picked from
     ``eval.tau_grid`` by validation log-likelihood (train when there is no validation
     split), as in Gal & Ghahramani (2016). The predictive distribution is Gaussian with
-    variance :math:`1/\\tau` plus the variance of the MC means (0 for deterministic
+    variance :math:`1/\tau` plus the variance of the MC means (0 for deterministic
     methods); the test log-likelihood of MC dropout is the Gal-style log-mean-exp over
     passes (``dropout_lab.uncertainty.mc_log_likelihood``).
 
@@ -114,10 +130,7 @@ def regression(trainer: Trainer, params, keys: RunKeys, grid: np.ndarray | None 
       (mean predictive std on test); arrays ``grid_x``, ``grid_mean``, ``grid_std``
       when ``grid`` (raw 1-D inputs) is given.
     """
-    import jax
-
-    from dropout_lab import uncertainty as U
-
+    mc_log_likelihood = _jitted("mc_log_likelihood")
     data = trainer.data
     k_train, k_val, k_test, k_grid = jax.random.split(keys.eval, 4)
     s = data.y_std
@@ -127,15 +140,17 @@ def regression(trainer: Trainer, params, keys: RunKeys, grid: np.ndarray | None 
         sel_t, sel_y = _means_t(trainer, params, data.x_val, k_val), data.y_val
     else:
         sel_t, sel_y = train_t, data.y_train
-    lls = [float(U.mc_log_likelihood(jnp.asarray(sel_t), jnp.asarray(sel_y), tau))
-           for tau in trainer.cfg.eval.tau_grid]
+    lls = [
+        float(mc_log_likelihood(jnp.asarray(sel_t), jnp.asarray(sel_y), tau))
+        for tau in trainer.cfg.eval.tau_grid
+    ]
     tau = float(trainer.cfg.eval.tau_grid[int(np.argmax(lls))])
     out: dict[str, float] = {"tau": tau}
     for split, means_t, y in (("train", train_t, data.y_train), ("test", test_t, data.y_test)):
         out[f"{split}_rmse"] = float(np.sqrt(np.mean((means_t.mean(0) - y) ** 2)) * s)
     out["gap"] = out["test_rmse"] - out["train_rmse"]
     # Standardized -> original units: log p(y) = log p(y_std) - log(s).
-    ll = U.mc_log_likelihood(jnp.asarray(test_t), jnp.asarray(data.y_test), tau)
+    ll = mc_log_likelihood(jnp.asarray(test_t), jnp.asarray(data.y_test), tau)
     out["test_ll"] = float(ll) - float(np.log(s))
     std = np.sqrt(1.0 / tau + test_t.var(0))
     err = np.abs(test_t.mean(0) - data.y_test)

@@ -76,8 +76,8 @@ def _plt():
 def plot_learning_curves(histories: dict[str, list[dict]], task: str, path: pathlib.Path):
     """Train and test curves per method (one seed), loss and accuracy/RMSE panels."""
     plt = _plt()
-    panels = (("nll", "NLL"), ("acc", "accuracy")) if task == "classification" else (
-        ("rmse", "RMSE"),
+    panels = (
+        (("nll", "NLL"), ("acc", "accuracy")) if task == "classification" else (("rmse", "RMSE"),)
     )
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels, strict=True):
@@ -101,12 +101,13 @@ def plot_reliability(arrays: dict[str, dict], num_bins: int, path: pathlib.Path)
     plt = _plt()
     methods = list(arrays)
     fig, axes = plt.subplots(1, len(methods), figsize=(3 * len(methods), 3.2), squeeze=False)
-    edges = np.linspace(0, 1, num_bins + 1)
+    from dropout_lab import metrics
+
     for ax, method in zip(axes[0], methods, strict=True):
-        probs, labels = arrays[method]["test_probs"], arrays[method]["test_labels"]
-        conf, correct = probs.max(-1), probs.argmax(-1) == labels
-        idx = np.clip(np.digitize(conf, edges) - 1, 0, num_bins - 1)
-        accs = [correct[idx == b].mean() if np.any(idx == b) else np.nan for b in range(num_bins)]
+        diagram = metrics.reliability_diagram(
+            arrays[method]["test_probs"], arrays[method]["test_labels"], num_bins
+        )
+        edges, accs = np.asarray(diagram.edges), np.asarray(diagram.accuracy)
         ax.bar(edges[:-1], accs, width=1 / num_bins, align="edge", edgecolor="k", alpha=0.7)
         ax.plot([0, 1], [0, 1], "r--")
         ax.set_title(method)
@@ -149,8 +150,13 @@ def plot_toy(arrays: dict[str, dict], data_xy: tuple[np.ndarray, np.ndarray], tr
     for ax, method in zip(axes[0], methods, strict=True):
         a = arrays[method]
         g = a["grid_x"]
-        ax.fill_between(g, a["grid_mean"] - 2 * a["grid_std"], a["grid_mean"] + 2 * a["grid_std"],
-                        alpha=0.3, label="±2 std")
+        ax.fill_between(
+            g,
+            a["grid_mean"] - 2 * a["grid_std"],
+            a["grid_mean"] + 2 * a["grid_std"],
+            alpha=0.3,
+            label="±2 std",
+        )
         ax.plot(g, a["grid_mean"], label="mean")
         ax.plot(g, truth(g), "k--", lw=1, label="truth")
         ax.scatter(x, y, s=4, c="k")

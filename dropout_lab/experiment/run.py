@@ -26,7 +26,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from dropout_lab.experiment import evaluate, report
-from dropout_lab.experiment.config import ConfigError, ExperimentConfig, enabled_methods, to_yaml
+from dropout_lab.experiment.config import ExperimentConfig, enabled_methods, to_yaml
 from dropout_lab.experiment.data import TOY_PLOT_RANGE, Dataset, load_dataset, toy_function
 from dropout_lab.experiment.train import RunKeys, Trainer
 
@@ -109,11 +109,6 @@ def run_experiment(
     """
     data = data if data is not None else load_dataset(cfg.data)
     methods = enabled_methods(cfg)
-    if data.task == "regression" and "rdrop" in methods:
-        raise ConfigError(
-            "config key 'methods.rdrop.enabled' = True: R-Drop's loss is for "
-            "classification; disable it for a regression data set."
-        )
     folder = run_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(to_yaml(cfg))
@@ -130,8 +125,10 @@ def run_experiment(
                 on_start(method, seed, trainer.total_steps)
             hook = None
             if on_eval is not None:
+
                 def hook(step, point, method=method, seed=seed):
                     on_eval(method, seed, step, point)
+
             result = run_one(trainer, seed, folder, tag, on_eval=hook)
             per_seed[method][str(seed)] = result["metrics"]
             if seed == cfg.seeds[0]:

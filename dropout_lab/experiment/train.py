@@ -27,7 +27,12 @@ from dropout_lab.experiment.model import METHOD_VARIANT, MLP
 
 # XLA:CPU in jax 0.10 can fuse a deterministic MLP forward over >= 1024 rows into a
 # library call ~15x slower than plain dots; evaluation forwards use this option.
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+CPU_COMPILER_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+}
+
+
+_PROGRAMS: dict[tuple, dict] = {}
 
 
 def compile_forward(fn: Callable, *args: Any) -> Callable:
@@ -98,30 +103,49 @@ class Trainer:
         self.eval_every = cfg.train.eval_every or self.steps_per_epoch
         self.x_train = jnp.asarray(data.x_train)
         self.y_train = jnp.asarray(data.y_train)
-        self._chunks: dict[int, Callable] = {}
-        self._forward: Callable | None = None
-        self._mc_forward: dict[int, Callable] = {}
+        # Compiled programs are shared by every Trainer with the same program key
+        # (e.g. ``mc`` reuses ``inverted``'s training step; reruns compile nothing).
+        t = cfg.train
+        self.program_key = (
+            self.model,
+            "rdrop" if method == "rdrop" else self.task,
+            self.alpha,
+            (t.optimizer, t.learning_rate, t.weight_decay, t.momentum),
+            self.batch_size,
+            self.steps_per_epoch,
+            self.x_train.shape,
+            t.eval_batch_size,
+        )
+        self._compiled = _PROGRAMS.setdefault(self.program_key, {})
 
     # ----------------------------------------------------------------- training
     def init(self, keys: RunKeys) -> dict:
         """Initial state ``{"params", "opt_state", "step"}``."""
-        params = self.model.init(keys.init, self.x_train[:1])["params"]
+        if "init" not in self._compiled:
+            self._compiled["init"] = jax.jit(self.model.init)
+        params = self._compiled["init"](keys.init, self.x_train[:1])["params"]
         return {"params": params, "opt_state": self.tx.init(params), "step": jnp.int32(0)}
 
     def loss(self, params, x, y, key, rate, input_rate) -> jax.Array:
         """Training loss of one batch ``x [batch, features]``, ``y [batch]``."""
-        rngs = {"dropout": key}
         if self.method == "rdrop":
             from dropout_lab import losses
 
             # One forward over the batch concatenated with itself: two independent
             # masks, one kernel launch per layer.
-            both = self.model.apply(
-                {"params": params}, jnp.concatenate([x, x]), rate, input_rate,
-                deterministic=False, rngs=rngs,
-            )
-            logits_a, logits_b = jnp.split(both, 2)
-            return losses.rdrop(logits_a, logits_b, y, alpha=self.alpha)
+            def apply(xx, k):
+                return self.model.apply(
+                    {"params": params}, xx, rate, input_rate,
+                    deterministic=False, rngs={"dropout": k},
+                )  # fmt: skip
+
+            out_a, out_b = losses.rdrop_forward(apply, x, key)
+            if self.task == "classification":
+                return losses.rdrop(out_a, out_b, y, alpha=self.alpha)
+            # 1/4 of the sum of both squared errors = the mean of 0.5 (y - pred)^2,
+            # the scale of the other methods' regression loss.
+            return 0.25 * losses.rdrop_regression(out_a[:, 0], out_b[:, 0], y, alpha=self.alpha)
+        rngs = {"dropout": key}
         out = self.model.apply(
             {"params": params}, x, rate, input_rate, deterministic=False, rngs=rngs
         )
@@ -131,9 +155,7 @@ class Trainer:
 
     def step(self, state, x, y, key, rate, input_rate):
         """One optimizer step (pure; jit/vmap it): returns ``(state, loss)``."""
-        loss, grads = jax.value_and_grad(self.loss)(
-            state["params"], x, y, key, rate, input_rate
-        )
+        loss, grads = jax.value_and_grad(self.loss)(state["params"], x, y, key, rate, input_rate)
         updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss
@@ -142,7 +164,9 @@ class Trainer:
         """Rows of global step ``step``: slice ``step % spe`` of epoch ``step // spe``."""
         n, b = self.x_train.shape[0], self.batch_size
         epoch, i = step // self.steps_per_epoch, step % self.steps_per_epoch
-        perm = jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
+        # argsort of random bits: a uniform permutation (ties have probability
+        # ~n^2/2^33), and much cheaper to compile than jax.random.permutation.
+        perm = jnp.argsort(jax.random.bits(jax.random.fold_in(data_key, epoch), (n,)))
         return jax.lax.dynamic_slice_in_dim(perm, i * b, b)
 
     def _chunk_fn(self, num_steps: int) -> Callable:
@@ -159,11 +183,17 @@ class Trainer:
 
     def train_chunk(self, state: dict, keys: RunKeys, num_steps: int):
         """Runs ``num_steps`` jitted steps from ``state["step"]``; returns (state, losses)."""
-        if num_steps not in self._chunks:
-            self._chunks[num_steps] = self._chunk_fn(num_steps)
-        return self._chunks[num_steps](
-            state, self.x_train, self.y_train, keys.data, keys.dropout,
-            jnp.float32(self.rate), jnp.float32(self.input_rate),
+        name = ("chunk", num_steps)
+        if name not in self._compiled:
+            self._compiled[name] = self._chunk_fn(num_steps)
+        return self._compiled[name](
+            state,
+            self.x_train,
+            self.y_train,
+            keys.data,
+            keys.dropout,
+            jnp.float32(self.rate),
+            jnp.float32(self.input_rate),
         )
 
     # --------------------------------------------------------------- prediction
@@ -180,16 +210,18 @@ class Trainer:
 
     def predict(self, params, x: np.ndarray) -> np.ndarray:
         """Deterministic outputs ``[n, out]`` (classic dropout scales by keep here)."""
-        if self._forward is None:
+        if "forward" not in self._compiled:
+
             def forward(params, rows, rate, input_rate):
                 return self.model.apply({"params": params}, rows, rate, input_rate)
 
             b = self.cfg.train.eval_batch_size
-            self._forward = compile_forward(
+            self._compiled["forward"] = compile_forward(
                 forward, params, jnp.zeros((b, x.shape[1])), jnp.float32(0), jnp.float32(0)
             )
+        f = self._compiled["forward"]
         rate, input_rate = jnp.float32(self.rate), jnp.float32(self.input_rate)
-        return self._batched(lambda i, rows: self._forward(params, rows, rate, input_rate), x)
+        return self._batched(lambda i, rows: f(params, rows, rate, input_rate), x)
 
     def predict_mc(self, params, x: np.ndarray, key: jax.Array) -> np.ndarray:
         """``num_samples`` stochastic passes ``[T, n, out]`` (softmax for classification)."""
@@ -198,21 +230,27 @@ class Trainer:
         mcfg = self.cfg.methods.mc
         num_samples, chunk = mcfg.num_samples, mcfg.chunk_size
         transform = jax.nn.softmax if self.task == "classification" else None
-        if num_samples not in self._mc_forward:
+        name = ("mc", num_samples, chunk)
+        if name not in self._compiled:
+
             def forward(params, rows, key, rate, input_rate):
                 def fn(k):
                     return self.model.apply(
-                        {"params": params}, rows, rate, input_rate,
-                        deterministic=False, rngs={"dropout": k},
+                        {"params": params},
+                        rows,
+                        rate,
+                        input_rate,
+                        deterministic=False,
+                        rngs={"dropout": k},
                     )
 
                 return mc.sample(fn, key, num_samples, chunk_size=chunk, transform=transform)
 
             b = self.cfg.train.eval_batch_size
-            self._mc_forward[num_samples] = compile_forward(
+            self._compiled[name] = compile_forward(
                 forward, params, jnp.zeros((b, x.shape[1])), key, jnp.float32(0), jnp.float32(0)
             )
-        f = self._mc_forward[num_samples]
+        f = self._compiled[name]
         rate, input_rate = jnp.float32(self.rate), jnp.float32(self.input_rate)
         return self._batched(
             lambda i, rows: f(params, rows, jax.random.fold_in(key, i), rate, input_rate), x
@@ -228,8 +266,9 @@ class Trainer:
         ):
             pred = self.predict(params, x)
             if self.task == "classification":
-                logp = jax.nn.log_softmax(jnp.asarray(pred))
-                out[f"{split}_nll"] = float(-jnp.take_along_axis(logp, y[:, None], 1).mean())
+                z = pred - pred.max(-1, keepdims=True)
+                logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+                out[f"{split}_nll"] = float(-np.take_along_axis(logp, y[:, None], 1).mean())
                 out[f"{split}_acc"] = float(np.mean(pred.argmax(-1) == y))
             else:
                 out[f"{split}_rmse"] = float(
@@ -324,9 +363,7 @@ def _save(manager, step: int, state: dict, meta: dict) -> None:
 
     manager.save(
         step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-        ),
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
     )
     manager.wait_until_finished()
 
@@ -342,4 +379,3 @@ def _restore(manager, step: int, template: dict) -> tuple[dict, dict]:
         ),
     )
     return restored["state"], restored["meta"]
-

@@ -27,13 +27,21 @@ def keep_mask(
 ) -> tuple[jax.Array, jax.Array]:
     """Draws a keep-mask of ``shape`` and returns it with the keep probability used.
 
-    ``impl="fast"`` cuts 16-bit lanes from fused Threefry words (keep probability
-    quantised to a multiple of 2**-16); ``impl="bernoulli"`` is
-    ``jax.random.bernoulli(key, 1 - rate, shape)``, the masks Flax draws.
+    ``impl="fast"`` cuts 16-bit lanes from Threefry words (keep probability
+    quantised to a multiple of 2**-16; see ``_prng.random_lanes`` for which bits feed
+    which element); ``impl="bernoulli"`` is bit-identical to
+    ``jax.random.bernoulli(key, 1 - rate, shape)``, the masks Flax draws (computed by
+    the unrolled cipher for threefry keys with ``jax_threefry_partitionable`` on, the
+    jax default, else by ``jax.random.bernoulli`` itself).
     """
     keep = 1.0 - rate
     if impl == "bernoulli":
         keep32 = keep.astype(jnp.float32)
+        if _prng.is_threefry(key) and jax.config.jax_threefry_partitionable:
+            # jax.random.bernoulli(key, p, shape) is uniform(key, shape) < p with
+            # uniform = bitcast((bits >> 9) | bits(1.0)) - 1; the same words come from
+            # the unrolled cipher, which XLA fuses (jax's own lowering does not).
+            return _prng.uniform_from_words(_prng.random_words(key, shape)) < keep32, keep32
         return jax.random.bernoulli(key, keep32, shape), keep32
     return _prng.lane_keep_mask(key, shape, keep)
 
@@ -50,22 +58,37 @@ def _select_scaled(
     mode: str,
     broadcast_dims: tuple[int, ...],
     impl: str,
+    chunked: bool = False,
 ) -> jax.Array:
-    """``where(mask, x / keep_used, 0)`` (inverted) or ``where(mask, x, 0)`` (classic)."""
-    mask, keep_used = keep_mask(key, _checks.mask_shape(x.shape, broadcast_dims), rate, impl)
-    mask = jnp.broadcast_to(mask, x.shape)
-    if mode == "inverted":
-        dtype = compute_dtype(x.dtype)
+    """``where(mask, x / keep_used, 0)`` (inverted) or ``where(mask, x, 0)`` (classic).
+
+    With ``chunked`` (used for the primal, not for the tangent) a large whole-array
+    fast mask is drawn and applied piece by piece (``_prng.select_lanes_chunked``):
+    the same values, without a full-size buffer of random words.
+    """
+    shape = _checks.mask_shape(x.shape, broadcast_dims)
+
+    def scaled(v: jax.Array, keep_used: jax.Array) -> jax.Array:
+        if mode != "inverted":
+            return v
+        dtype = compute_dtype(v.dtype)
         # Rate 1 keeps nothing; divide by 1 there so no inf/NaN reaches the
         # forward or (through the transpose) the backward pass.
         divisor = jnp.where(keep_used > 0, keep_used, 1.0).astype(dtype)
-        x = (x.astype(dtype) / divisor).astype(x.dtype)
-    return jnp.where(mask, x, jnp.zeros((), x.dtype))
+        return (v.astype(dtype) / divisor).astype(v.dtype)
+
+    if chunked and impl == "fast" and shape == x.shape and _prng.can_chunk(key, x.size):
+        threshold = _prng.lane_threshold(1.0 - rate)
+        keep_used = threshold.astype(jnp.float32) / _prng.LANE_LEVELS
+        return _prng.select_lanes_chunked(key, x, threshold, lambda v: scaled(v, keep_used))
+    mask, keep_used = keep_mask(key, shape, rate, impl)
+    mask = jnp.broadcast_to(mask, x.shape)
+    return jnp.where(mask, scaled(x, keep_used), jnp.zeros((), x.dtype))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5))
 def _dropout_train(key, x, rate, mode, broadcast_dims, impl):
-    return _select_scaled(key, x, rate, mode, broadcast_dims, impl)
+    return _select_scaled(key, x, rate, mode, broadcast_dims, impl, chunked=True)
 
 
 @_dropout_train.defjvp
@@ -76,7 +99,7 @@ def _dropout_train_jvp(mode, broadcast_dims, impl, primals, tangents):
     # The mask is a step function of the rate: the rate gets no gradient.
     key, x, rate = primals
     x_dot = tangents[1]
-    y = _select_scaled(key, x, rate, mode, broadcast_dims, impl)
+    y = _select_scaled(key, x, rate, mode, broadcast_dims, impl, chunked=True)
     tangent_fn = jax.checkpoint(
         functools.partial(_select_scaled, mode=mode, broadcast_dims=broadcast_dims, impl=impl),
         policy=jax.checkpoint_policies.nothing_saveable,

@@ -37,6 +37,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.typing import ArrayLike
 
 LANE_BITS = 16
 LANE_LEVELS = 1 << LANE_BITS
@@ -100,6 +101,13 @@ def random_words(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return x0 ^ x1
 
 
+def uniform_from_words(words: jax.Array) -> jax.Array:
+    """``float32`` in [0, 1) from ``uint32`` words, exactly as ``jax.random.uniform``."""
+    one = jnp.uint32(0x3F800000)
+    mantissa = lax.shift_right_logical(words, jnp.uint32(32 - 23))
+    return lax.bitcast_convert_type(mantissa | one, jnp.float32) - jnp.float32(1.0)
+
+
 @jax.custom_batching.custom_vmap
 def _opaque_predicate(seed: jax.Array) -> jax.Array:
     """A boolean scalar XLA cannot constant-fold; under ``vmap`` it stays unbatched."""
@@ -120,16 +128,19 @@ def _materialize(fn: Callable[[jax.Array], jax.Array], key: jax.Array) -> jax.Ar
     return lax.cond(_opaque_predicate(seed), fn, fn, key)
 
 
-def _threefry_blocks(key_words: jax.Array, num_blocks: int) -> jax.Array:
-    """Threefry-2x32 of counters ``(0, j)``, both words packed per block as ``complex64``."""
-    counters = (jnp.zeros((num_blocks,), jnp.uint32), lax.iota(jnp.uint32, num_blocks))
+def _threefry_blocks(key_words: jax.Array, num_blocks: int, first_block: jax.Array) -> jax.Array:
+    """Threefry-2x32 of counters ``(0, first_block + j)``, both words packed as ``complex64``."""
+    counters = (
+        jnp.zeros((num_blocks,), jnp.uint32),
+        lax.iota(jnp.uint32, num_blocks) + first_block,
+    )
     x0, x1 = threefry2x32((key_words[0], key_words[1]), counters)
     as_float = lambda w: lax.bitcast_convert_type(w, jnp.float32)  # noqa: E731
     return lax.complex(as_float(x0), as_float(x1))
 
 
-def random_lanes(key: jax.Array, num_lanes: int) -> jax.Array:
-    """The first ``num_lanes`` 16-bit lanes of the key's word stream, as ``uint32``.
+def random_lanes(key: jax.Array, num_lanes: int, first_block: ArrayLike = 0) -> jax.Array:
+    """``num_lanes`` 16-bit lanes of the key's word stream, as ``uint32``.
 
     Lane ``i`` is the low (even ``i``) or high (odd ``i``) half of word ``i // 2``;
     see the module docstring for the word stream of each key implementation.
@@ -137,6 +148,8 @@ def random_lanes(key: jax.Array, num_lanes: int) -> jax.Array:
     Args:
       key: a typed PRNG key.
       num_lanes: how many lanes to draw.
+      first_block: threefry keys only: start at lane ``4 * first_block`` (may be
+        traced); lets a long mask be drawn in pieces.
 
     Returns:
       ``uint32`` array ``[num_lanes]`` with values in ``[0, 2**16)``.
@@ -145,7 +158,10 @@ def random_lanes(key: jax.Array, num_lanes: int) -> jax.Array:
         num_blocks = -(-num_lanes // 4)
         if num_blocks > 2**32:
             raise ValueError(f"masks of more than 2**34 elements are not supported ({num_lanes}).")
-        blocks = _materialize(lambda k: _threefry_blocks(jax.random.key_data(k), num_blocks), key)
+        first = jnp.asarray(first_block, jnp.uint32)
+        blocks = _materialize(
+            lambda k: _threefry_blocks(jax.random.key_data(k), num_blocks, first), key
+        )
         as_word = lambda f: lax.bitcast_convert_type(f, jnp.uint32)  # noqa: E731
         first = lax.broadcasted_iota(jnp.int32, (num_blocks, 2, 2), 1) == 0
         words = jnp.where(
@@ -205,3 +221,62 @@ def lane_keep_mask(
     keep_used = threshold.astype(jnp.float32) / LANE_LEVELS
     lanes = random_lanes(key, math.prod(shape))
     return (lanes < threshold).reshape(shape), keep_used
+
+
+CHUNK = 1 << 20
+"""Elements per piece in :func:`select_lanes_chunked` (its lanes take 2 MiB)."""
+
+
+def can_chunk(key: jax.Array, size: int) -> bool:
+    """Whether :func:`select_lanes_chunked` applies (threefry key, more than one chunk)."""
+    return is_threefry(key) and size > CHUNK
+
+
+def select_lanes_chunked(
+    key: jax.Array,
+    x: jax.Array,
+    threshold: jax.Array,
+    kept: Callable[[jax.Array], jax.Array],
+) -> jax.Array:
+    """``where(lanes < threshold, kept(x), 0)`` for a whole-array mask, in pieces.
+
+    Same values as building the :func:`lane_keep_mask` of ``x.shape`` and selecting
+    with it: the piece starting at flat index ``s`` uses lanes ``s, s + 1, ...``. Each
+    piece's lanes (2 MiB) stay in cache and below the ~32 MiB size above which every
+    fresh buffer is page-faulted again on each call, and the output is updated in
+    place (in ``x``'s buffer when it is donated).
+
+    Args:
+      key: a threefry PRNG key.
+      x: the array ``[...]``.
+      threshold: ``uint32`` scalar from :func:`lane_threshold`.
+      kept: elementwise map giving the kept values (e.g. ``x / keep``).
+
+    Returns:
+      Array like ``x``.
+    """
+    size = x.size
+    flat = x.reshape(-1)
+
+    def piece(segment: jax.Array, start: jax.Array) -> jax.Array:
+        lanes = random_lanes(key, segment.size, start // 4)
+        return jnp.where(lanes < threshold, kept(segment), jnp.zeros((), x.dtype))
+
+    def piece_at(y: jax.Array, start: jax.Array) -> jax.Array:
+        return piece(lax.dynamic_slice(y, (start,), (CHUNK,)), start)
+
+    def body(i, y):
+        # The piece is computed into its own buffer (XLA:CPU's in-place
+        # dynamic-update-slice fusion vectorises the lane arithmetic poorly), then
+        # copied into place while it is still in cache.
+        start = i.astype(jnp.uint32) * jnp.uint32(CHUNK)
+        seed = jax.random.key_data(key).reshape(-1)[0].astype(jnp.uint32)
+        segment = lax.cond(_opaque_predicate(seed), piece_at, piece_at, y, start)
+        return lax.dynamic_update_slice(y, segment, (start,))
+
+    num_full = size // CHUNK
+    flat = lax.fori_loop(0, num_full, body, flat)
+    tail = num_full * CHUNK
+    if tail < size:
+        flat = flat.at[tail:].set(piece(flat[tail:], jnp.uint32(tail)))
+    return flat.reshape(x.shape)

@@ -1,0 +1,370 @@
+r"""Scoring, calibration and out-of-distribution metrics, jit-compatible.
+
+Classification metrics take probabilities ``probs [..., num_classes]`` (e.g. the MC
+predictive mean ``dl.uncertainty.classification(probs_t).mean``) and integer
+``labels [...]``; every leading position counts as one example. The ranking metrics
+take a score (higher means "more likely positive", e.g. predictive entropy for
+out-of-distribution inputs) and a boolean ``is_positive``, and handle tied scores
+exactly as scikit-learn's ``roc_auc_score`` and ``average_precision_score``.
+
+References:
+  Guo, Pleiss, Sun & Weinberger, "On Calibration of Modern Neural Networks",
+  ICML 2017.
+  Naeini, Cooper & Hauskrecht, "Obtaining Well Calibrated Probabilities Using
+  Bayesian Binning", AAAI 2015.
+  Kull, Perello-Nieto, Kängsepp, Silva Filho, Song & Flach, "Beyond temperature
+  scaling: Obtaining well-calibrated multiclass probabilities with Dirichlet
+  calibration", NeurIPS 2019.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from dropout_lab import _checks
+
+__all__ = [
+    "ReliabilityDiagram",
+    "accuracy",
+    "aupr",
+    "auroc",
+    "brier",
+    "classwise_ece",
+    "ece",
+    "nll",
+    "reliability_diagram",
+]
+
+
+class ReliabilityDiagram(NamedTuple):
+    """Per-bin data of a reliability diagram (equal-width confidence bins).
+
+    Attributes:
+      confidence: mean confidence of the examples in each bin ``[num_bins]`` (NaN for
+        an empty bin, which matplotlib skips).
+      accuracy: fraction of correct predictions in each bin ``[num_bins]`` (NaN when
+        empty).
+      count: number of examples in each bin ``[num_bins]`` (int32).
+      edges: bin edges ``[num_bins + 1]``; bin ``m`` is ``(edges[m], edges[m + 1]]``
+        (the first bin includes 0).
+    """
+
+    confidence: jax.Array
+    accuracy: jax.Array
+    count: jax.Array
+    edges: jax.Array
+
+
+def _flatten(probs: ArrayLike, labels: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """``probs [N, C]`` and integer ``labels [N]`` from ``[..., C]`` and ``[...]``."""
+    probs = _checks.check_float_array(probs, "probs")
+    labels = jnp.asarray(labels)
+    if probs.ndim < 1 or labels.shape != probs.shape[:-1]:
+        raise ValueError(
+            f"labels must have shape probs.shape[:-1]; got probs {probs.shape} and "
+            f"labels {labels.shape}."
+        )
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}.")
+    return probs.reshape((-1, probs.shape[-1])), labels.reshape(-1)
+
+
+def _check_num_bins(num_bins: int) -> int:
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
+        raise ValueError(f"num_bins must be a positive Python int, got {num_bins!r}.")
+    return num_bins
+
+
+def _bin_index(confidence: jax.Array, num_bins: int) -> tuple[jax.Array, jax.Array]:
+    """Bin of each confidence for the right-closed bins ``(m/M, (m+1)/M]``, and the edges."""
+    edges = jnp.linspace(0.0, 1.0, num_bins + 1, dtype=confidence.dtype)
+    return jnp.searchsorted(edges[1:-1], confidence, side="left"), edges
+
+
+def accuracy(probs: ArrayLike, labels: ArrayLike) -> jax.Array:
+    """Fraction of examples whose most probable class is the label.
+
+    Args:
+      probs: probabilities (or logits) ``[..., num_classes]``.
+      labels: integer labels ``[...]``.
+
+    Returns:
+      Scalar float32.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> dl.metrics.accuracy(jnp.array([[0.9, 0.1], [0.3, 0.7]]), jnp.array([0, 0]))
+      Array(0.5, dtype=float32)
+    """
+    probs, labels = _flatten(probs, labels)
+    return jnp.mean(jnp.argmax(probs, axis=-1) == labels, dtype=jnp.float32)
+
+
+def nll(probs: ArrayLike, labels: ArrayLike) -> jax.Array:
+    r"""Mean negative log-likelihood :math:`-\frac1N \sum_i \log p_{i, y_i}`.
+
+    The probability of the label is clipped below at the machine epsilon of its dtype,
+    as scikit-learn's ``log_loss`` does, so a zero probability gives a large finite
+    value instead of ``inf``.
+
+    Args:
+      probs: probabilities ``[..., num_classes]``.
+      labels: integer labels ``[...]``.
+
+    Returns:
+      Scalar, in nats.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> dl.metrics.nll(jnp.array([[0.5, 0.5]]), jnp.array([0])).shape
+      ()
+    """
+    probs, labels = _flatten(probs, labels)
+    p_label = jnp.take_along_axis(probs, labels[:, None], axis=-1)[:, 0]
+    eps = jnp.finfo(probs.dtype).eps
+    return -jnp.mean(jnp.log(jnp.clip(p_label, eps, 1.0)))
+
+
+def brier(probs: ArrayLike, labels: ArrayLike) -> jax.Array:
+    r"""Multiclass Brier score :math:`\frac1N \sum_i \sum_c (p_{ic} - [y_i = c])^2`.
+
+    Brier's original definition, summed over classes: in [0, 2]. For two classes it
+    is twice the binary score ``mean((p_1 - y)**2)`` (scikit-learn's
+    ``brier_score_loss`` with ``scale_by_half=False`` gives this definition).
+
+    Args:
+      probs: probabilities ``[..., num_classes]``.
+      labels: integer labels ``[...]``.
+
+    Returns:
+      Scalar.
+
+    References:
+      Brier, "Verification of forecasts expressed in terms of probability", Monthly
+      Weather Review, 1950.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> dl.metrics.brier(jnp.array([[1.0, 0.0]]), jnp.array([1]))
+      Array(2., dtype=float32)
+    """
+    probs, labels = _flatten(probs, labels)
+    one_hot = jax.nn.one_hot(labels, probs.shape[-1], dtype=probs.dtype)
+    return jnp.mean(jnp.sum(jnp.square(probs - one_hot), axis=-1))
+
+
+def reliability_diagram(
+    probs: ArrayLike, labels: ArrayLike, num_bins: int = 15
+) -> ReliabilityDiagram:
+    """Per-bin confidence, accuracy and count of the top-class predictions.
+
+    The confidence of an example is its largest probability; examples are put in
+    ``num_bins`` equal-width bins ``(m/M, (m+1)/M]`` of confidence (Guo et al. 2017).
+
+    Args:
+      probs: probabilities ``[..., num_classes]``.
+      labels: integer labels ``[...]``.
+      num_bins: number of bins ``M`` (a Python int).
+
+    Returns:
+      :class:`ReliabilityDiagram` with ``[num_bins]`` arrays and the edges.
+
+    References:
+      Guo, Pleiss, Sun & Weinberger, "On Calibration of Modern Neural Networks",
+      ICML 2017.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> r = dl.metrics.reliability_diagram(jnp.array([[0.9, 0.1]]), jnp.array([0]), 10)
+      >>> r.count.shape, r.edges.shape
+      ((10,), (11,))
+    """
+    num_bins = _check_num_bins(num_bins)
+    probs, labels = _flatten(probs, labels)
+    confidence = jnp.max(probs, axis=-1)
+    correct = (jnp.argmax(probs, axis=-1) == labels).astype(probs.dtype)
+    index, edges = _bin_index(confidence, num_bins)
+    count = jax.ops.segment_sum(jnp.ones_like(index), index, num_bins)
+    safe = jnp.where(count > 0, count, 1).astype(probs.dtype)
+    empty = jnp.asarray(jnp.nan, probs.dtype)
+    return ReliabilityDiagram(
+        confidence=jnp.where(
+            count > 0, jax.ops.segment_sum(confidence, index, num_bins) / safe, empty
+        ),
+        accuracy=jnp.where(count > 0, jax.ops.segment_sum(correct, index, num_bins) / safe, empty),
+        count=count.astype(jnp.int32),
+        edges=edges,
+    )
+
+
+def ece(probs: ArrayLike, labels: ArrayLike, num_bins: int = 15) -> jax.Array:
+    r"""Expected calibration error with equal-width bins (Guo et al. 2017).
+
+    .. math::
+        \mathrm{ECE} = \sum_{m=1}^{M} \frac{|B_m|}{N}
+        \big|\mathrm{acc}(B_m) - \mathrm{conf}(B_m)\big|
+
+    where :math:`B_m` holds the examples whose top-class probability lies in
+    :math:`((m-1)/M, m/M]`.
+
+    Args:
+      probs: probabilities ``[..., num_classes]``.
+      labels: integer labels ``[...]``.
+      num_bins: number of bins ``M`` (a Python int; 15 as in Guo et al.).
+
+    Returns:
+      Scalar in [0, 1].
+
+    References:
+      Naeini, Cooper & Hauskrecht, "Obtaining Well Calibrated Probabilities Using
+      Bayesian Binning", AAAI 2015.
+      Guo, Pleiss, Sun & Weinberger, "On Calibration of Modern Neural Networks",
+      ICML 2017.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> e = dl.metrics.ece(jnp.array([[0.9, 0.1], [0.6, 0.4]]), jnp.array([0, 1]), 10)
+      >>> round(float(e), 4)
+      0.35
+    """
+    num_bins = _check_num_bins(num_bins)
+    probs, labels = _flatten(probs, labels)
+    confidence = jnp.max(probs, axis=-1)
+    correct = (jnp.argmax(probs, axis=-1) == labels).astype(probs.dtype)
+    index, _ = _bin_index(confidence, num_bins)
+    gap = jax.ops.segment_sum(correct - confidence, index, num_bins)
+    return jnp.sum(jnp.abs(gap)) / probs.shape[0]
+
+
+def classwise_ece(probs: ArrayLike, labels: ArrayLike, num_bins: int = 15) -> jax.Array:
+    r"""Classwise ECE: the one-vs-rest ECE of every class, averaged over classes.
+
+    .. math::
+        \mathrm{cwECE} = \frac1C \sum_{c=1}^{C} \sum_{m=1}^{M} \frac{|B_{m,c}|}{N}
+        \Big|\frac{1}{|B_{m,c}|}\sum_{i \in B_{m,c}} \big([y_i = c] - p_{ic}\big)\Big|
+
+    where :math:`B_{m,c}` holds the examples whose probability of class :math:`c`
+    lies in bin :math:`m` (equal width; the first bin includes 0).
+
+    Args:
+      probs: probabilities ``[..., num_classes]``.
+      labels: integer labels ``[...]``.
+      num_bins: number of bins ``M`` (a Python int).
+
+    Returns:
+      Scalar in [0, 1].
+
+    References:
+      Kull, Perello-Nieto, Kängsepp, Silva Filho, Song & Flach, "Beyond temperature
+      scaling: Obtaining well-calibrated multiclass probabilities with Dirichlet
+      calibration", NeurIPS 2019.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> dl.metrics.classwise_ece(jnp.array([[0.9, 0.1]]), jnp.array([0]), 10).shape
+      ()
+    """
+    num_bins = _check_num_bins(num_bins)
+    probs, labels = _flatten(probs, labels)
+    num_examples, num_classes = probs.shape
+    one_hot = jax.nn.one_hot(labels, num_classes, dtype=probs.dtype)
+    index, _ = _bin_index(probs, num_bins)
+    segment = index + num_bins * jnp.arange(num_classes)
+    gap = jax.ops.segment_sum((one_hot - probs).ravel(), segment.ravel(), num_classes * num_bins)
+    return jnp.sum(jnp.abs(gap)) / (num_examples * num_classes)
+
+
+def _scores(scores: ArrayLike, is_positive: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    scores = jnp.asarray(scores)
+    is_positive = jnp.asarray(is_positive)
+    if scores.shape != is_positive.shape:
+        raise ValueError(
+            f"scores {scores.shape} and is_positive {is_positive.shape} must match."
+        )
+    scores = scores.ravel()
+    return scores.astype(jnp.promote_types(scores.dtype, jnp.float32)), is_positive.ravel() != 0
+
+
+def auroc(scores: ArrayLike, is_positive: ArrayLike) -> jax.Array:
+    r"""Area under the ROC curve: the probability that a positive outscores a negative.
+
+    .. math::
+        \mathrm{AUROC} = \frac{1}{PN} \sum_{i \in +} \sum_{j \in -}
+        \big([s_i > s_j] + \tfrac12 [s_i = s_j]\big)
+
+    Ties count one half, which equals the trapezoidal area of scikit-learn's
+    ``roc_auc_score``. Computed with sorting and ``searchsorted`` in
+    :math:`O(n \log n)`. NaN when there are no positives or no negatives (where
+    scikit-learn raises).
+
+    Args:
+      scores: ``[...]``, higher for the positive class (e.g. predictive entropy or
+        mutual information for out-of-distribution detection).
+      is_positive: booleans ``[...]`` (e.g. "input is out of distribution").
+
+    Returns:
+      Scalar in [0, 1].
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> dl.metrics.auroc(jnp.array([0.1, 0.4, 0.4, 0.8]), jnp.array([0, 0, 1, 1]))
+      Array(0.875, dtype=float32)
+    """
+    scores, positive = _scores(scores, is_positive)
+    num_pos = jnp.sum(positive)
+    num_neg = scores.shape[0] - num_pos
+    # Negatives sorted, positives replaced by +inf: never below any score; equal only
+    # to a score of +inf, where they are subtracted.
+    negatives = jnp.sort(jnp.where(positive, jnp.inf, scores))
+    neg_below = jnp.searchsorted(negatives, scores, side="left")
+    neg_at_or_below = jnp.searchsorted(negatives, scores, side="right") - jnp.where(
+        scores == jnp.inf, num_pos, 0
+    )
+    wins = (neg_below + neg_at_or_below).astype(scores.dtype) / 2
+    return jnp.sum(jnp.where(positive, wins / num_neg, 0)) / num_pos
+
+
+def aupr(scores: ArrayLike, is_positive: ArrayLike) -> jax.Array:
+    r"""Area under the precision-recall curve as average precision.
+
+    .. math::
+        \mathrm{AP} = \sum_k (R_k - R_{k-1})\, P_k = \frac1P \sum_{i \in +}
+        \frac{\#\{j \in + : s_j \ge s_i\}}{\#\{j : s_j \ge s_i\}}
+
+    with one threshold per distinct score, so tied scores form one step: the
+    definition of scikit-learn's ``average_precision_score`` (no interpolation).
+    NaN when there are no positives.
+
+    Args:
+      scores: ``[...]``, higher for the positive class.
+      is_positive: booleans ``[...]``.
+
+    Returns:
+      Scalar in [0, 1].
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> dl.metrics.aupr(jnp.array([0.1, 0.4, 0.35, 0.8]), jnp.array([0, 0, 1, 1]))
+      Array(0.8333334, dtype=float32)
+    """
+    scores, positive = _scores(scores, is_positive)
+    num = scores.shape[0]
+    num_pos = jnp.sum(positive)
+    at_or_above = num - jnp.searchsorted(jnp.sort(scores), scores, side="left")
+    pos_below = jnp.searchsorted(
+        jnp.sort(jnp.where(positive, scores, jnp.inf)), scores, side="left"
+    )
+    precision = (num_pos - pos_below).astype(scores.dtype) / at_or_above
+    return jnp.sum(jnp.where(positive, precision, 0)) / num_pos

@@ -1,0 +1,305 @@
+r"""Predictive uncertainty from Monte Carlo samples (MC dropout, ensembles).
+
+Classification takes sampled probabilities ``probs_t [num_samples, ..., num_classes]``
+(e.g. from ``dl.mc.sample(..., transform=jax.nn.softmax)``); regression takes sampled
+means ``means_t [num_samples, ...]`` and optionally sampled log-variances.
+
+References:
+  Gal & Ghahramani, "Dropout as a Bayesian Approximation: Representing Model
+  Uncertainty in Deep Learning", ICML 2016.
+  Houlsby, Huszár, Ghahramani & Lengyel, "Bayesian Active Learning for
+  Classification and Preference Learning", arXiv 1112.5745, 2011.
+  Kendall & Gal, "What Uncertainties Do We Need in Bayesian Deep Learning for
+  Computer Vision?", NeurIPS 2017.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from dropout_lab import _checks
+
+__all__ = [
+    "ClassificationUncertainty",
+    "RegressionUncertainty",
+    "classification",
+    "entropy",
+    "mc_log_likelihood",
+    "regression",
+]
+
+
+class ClassificationUncertainty(NamedTuple):
+    r"""Moments and entropies of sampled class probabilities.
+
+    Attributes:
+      mean: predictive distribution :math:`\bar p = \frac1T \sum_t p_t`
+        ``[..., num_classes]``.
+      predictive_entropy: total uncertainty :math:`H[\bar p]` ``[...]``.
+      expected_entropy: aleatoric part :math:`\frac1T \sum_t H[p_t]` ``[...]``.
+      mutual_information: epistemic part (BALD), :math:`H[\bar p] - \frac1T \sum_t
+        H[p_t]` ``[...]``.
+      variance: per-class variance over the samples ``[..., num_classes]``.
+    """
+
+    mean: jax.Array
+    predictive_entropy: jax.Array
+    expected_entropy: jax.Array
+    mutual_information: jax.Array
+    variance: jax.Array
+
+
+class RegressionUncertainty(NamedTuple):
+    r"""Predictive moments of sampled regression outputs.
+
+    Attributes:
+      mean: predictive mean :math:`\frac1T \sum_t \mu_t` ``[...]``.
+      variance: predictive variance, ``aleatoric + epistemic`` ``[...]``.
+      aleatoric: observation noise: :math:`\tau^{-1}` or :math:`\frac1T \sum_t
+        \sigma_t^2` ``[...]``.
+      epistemic: variance of the sampled means :math:`\frac1T \sum_t \mu_t^2 -
+        \bar\mu^2` ``[...]``.
+    """
+
+    mean: jax.Array
+    variance: jax.Array
+    aleatoric: jax.Array
+    epistemic: jax.Array
+
+
+def entropy(probs: ArrayLike, axis: int = -1) -> jax.Array:
+    r"""Shannon entropy in nats, :math:`H[p] = -\sum_c p_c \log p_c`, with :math:`0 \log 0 = 0`.
+
+    The gradient is finite at zero probabilities too (the log never sees a zero).
+
+    Args:
+      probs: probabilities ``[..., num_classes]``.
+      axis: the class axis.
+
+    Returns:
+      ``[...]``, the class axis removed.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> dl.uncertainty.entropy(jnp.array([[0.5, 0.5], [1.0, 0.0]])).shape
+      (2,)
+    """
+    probs = _checks.check_float_array(probs, "probs")
+    positive = probs > 0
+    safe = jnp.where(positive, probs, jnp.ones_like(probs))
+    return -jnp.sum(jnp.where(positive, probs * jnp.log(safe), 0), axis=axis)
+
+
+def classification(probs_t: ArrayLike) -> ClassificationUncertainty:
+    r"""Decomposes the predictive uncertainty of sampled class probabilities.
+
+    With :math:`p_t` the class probabilities of pass :math:`t` and
+    :math:`\bar p = \frac1T \sum_t p_t`:
+
+    .. math::
+        \underbrace{H[\bar p]}_{\text{predictive (total)}} =
+        \underbrace{\tfrac1T \textstyle\sum_t H[p_t]}_{\text{expected (aleatoric)}} +
+        \underbrace{I}_{\text{mutual information (epistemic)}}
+
+    :math:`I` estimates the mutual information between the label and the model
+    parameters, the BALD acquisition score of Houlsby et al. (2011). It is computed as
+    the difference of the two entropies, clipped at zero against rounding, so the
+    identity holds to float precision. ``0 log 0`` is taken as 0.
+
+    Args:
+      probs_t: sampled probabilities ``[num_samples, ..., num_classes]``.
+
+    Returns:
+      :class:`ClassificationUncertainty` with ``mean`` and ``variance``
+      ``[..., num_classes]`` and the three entropies ``[...]`` (in nats).
+
+    Raises:
+      ValueError: ``probs_t`` has fewer than 2 dimensions.
+      TypeError: ``probs_t`` is not floating point.
+
+    References:
+      Houlsby, Huszár, Ghahramani & Lengyel, "Bayesian Active Learning for
+      Classification and Preference Learning", arXiv 1112.5745, 2011.
+      Gal, Islam & Ghahramani, "Deep Bayesian Active Learning with Image Data",
+      ICML 2017.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> probs_t = jax.nn.softmax(jax.random.normal(jax.random.key(0), (8, 4, 3)))
+      >>> u = dl.uncertainty.classification(probs_t)
+      >>> u.mean.shape, u.mutual_information.shape
+      ((4, 3), (4,))
+    """
+    probs_t = _checks.check_float_array(probs_t, "probs_t")
+    if probs_t.ndim < 2:
+        raise ValueError(
+            f"probs_t must be [num_samples, ..., num_classes], got shape {probs_t.shape}."
+        )
+    mean = jnp.mean(probs_t, axis=0)
+    total = entropy(mean)
+    expected = jnp.mean(entropy(probs_t), axis=0)
+    return ClassificationUncertainty(
+        mean=mean,
+        predictive_entropy=total,
+        expected_entropy=expected,
+        mutual_information=jnp.maximum(total - expected, 0),
+        variance=jnp.var(probs_t, axis=0),
+    )
+
+
+def _aleatoric(
+    means_t: jax.Array, tau: ArrayLike | None, log_variances_t: ArrayLike | None
+) -> jax.Array:
+    """Per-sample observation variance: ``1/tau`` or ``exp(log_variances_t)`` [T, ...]."""
+    if (tau is None) == (log_variances_t is None):
+        raise ValueError(
+            "pass exactly one of tau (homoscedastic precision; tau=jnp.inf for no "
+            "observation noise) and log_variances_t (heteroscedastic head)."
+        )
+    if log_variances_t is not None:
+        log_variances_t = _checks.check_float_array(log_variances_t, "log_variances_t")
+        if log_variances_t.shape != means_t.shape:
+            raise ValueError(
+                f"log_variances_t has shape {log_variances_t.shape}, means_t has "
+                f"{means_t.shape}; they must match."
+            )
+        return jnp.exp(log_variances_t)
+    return jnp.broadcast_to(1.0 / jnp.asarray(tau, means_t.dtype), means_t.shape)
+
+
+def _check_means(means_t: ArrayLike) -> jax.Array:
+    means_t = _checks.check_float_array(means_t, "means_t")
+    if means_t.ndim < 1:
+        raise ValueError("means_t must be [num_samples, ...], got a scalar.")
+    return means_t
+
+
+def regression(
+    means_t: ArrayLike,
+    *,
+    tau: ArrayLike | None = None,
+    log_variances_t: ArrayLike | None = None,
+) -> RegressionUncertainty:
+    r"""Predictive mean and variance of sampled regression outputs.
+
+    Homoscedastic (model precision :math:`\tau`, Gal & Ghahramani 2016):
+
+    .. math::
+        \widehat{\mathrm{Var}}[y] = \tau^{-1} + \frac1T \sum_t \mu_t^2 - \bar\mu^2
+
+    Heteroscedastic (the network also predicts :math:`\log\sigma_t^2`, Kendall & Gal
+    2017): :math:`\tau^{-1}` is replaced by :math:`\frac1T \sum_t \sigma_t^2`.
+
+    Args:
+      means_t: sampled predictive means ``[num_samples, ...]``.
+      tau: model precision (a scalar, or an array broadcastable to ``[...]``);
+        ``jnp.inf`` gives the sample variance alone.
+      log_variances_t: sampled log-variances ``[num_samples, ...]`` of a
+        heteroscedastic head (instead of ``tau``).
+
+    Returns:
+      :class:`RegressionUncertainty`, each field ``[...]``.
+
+    Raises:
+      ValueError: not exactly one of ``tau`` and ``log_variances_t`` is given, or
+        their shapes do not match ``means_t``.
+
+    References:
+      Gal & Ghahramani, "Dropout as a Bayesian Approximation: Representing Model
+      Uncertainty in Deep Learning", ICML 2016.
+      Kendall & Gal, "What Uncertainties Do We Need in Bayesian Deep Learning for
+      Computer Vision?", NeurIPS 2017.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> means_t = jax.random.normal(jax.random.key(0), (10, 5))
+      >>> u = dl.uncertainty.regression(means_t, tau=4.0)
+      >>> u.mean.shape, u.variance.shape
+      ((5,), (5,))
+    """
+    means_t = _check_means(means_t)
+    aleatoric = jnp.mean(_aleatoric(means_t, tau, log_variances_t), axis=0)
+    epistemic = jnp.var(means_t, axis=0)
+    return RegressionUncertainty(
+        mean=jnp.mean(means_t, axis=0),
+        variance=aleatoric + epistemic,
+        aleatoric=aleatoric,
+        epistemic=epistemic,
+    )
+
+
+def mc_log_likelihood(
+    means_t: ArrayLike,
+    targets: ArrayLike,
+    tau: ArrayLike | None = None,
+    *,
+    log_variances_t: ArrayLike | None = None,
+    reduction: str = "mean",
+) -> jax.Array:
+    r"""MC estimate of the test log-likelihood, as in Gal & Ghahramani's UCI code.
+
+    Each target is scored under the mixture of the :math:`T` sampled Gaussians:
+
+    .. math::
+        \log p(y \mid x) \approx \operatorname{logsumexp}_t\!\Big(-\frac{\tau}{2}
+        (y - \mu_t)^2\Big) - \log T - \frac12 \log 2\pi + \frac12 \log\tau
+
+    computed with ``logsumexp`` over the samples (``net/net.py`` of
+    yaringal/DropoutUncertaintyExps). With ``log_variances_t`` each sample uses its
+    own variance :math:`\sigma_t^2` in place of :math:`\tau^{-1}`. Each element of
+    ``targets`` is one independent point.
+
+    Args:
+      means_t: sampled predictive means ``[num_samples, ...]``.
+      targets: observed values ``[...]``.
+      tau: model precision (scalar or broadcastable to ``[...]``).
+      log_variances_t: sampled log-variances ``[num_samples, ...]`` (instead of tau).
+      reduction: ``"mean"`` over all points (Gal's reported number), ``"sum"`` or
+        ``"none"`` (per point ``[...]``).
+
+    Returns:
+      Scalar (``"mean"``/``"sum"``) or ``[...]`` (``"none"``), in nats.
+
+    Raises:
+      ValueError: a bad ``reduction``, shape or tau/log-variance combination.
+
+    References:
+      Gal & Ghahramani, "Dropout as a Bayesian Approximation: Representing Model
+      Uncertainty in Deep Learning", ICML 2016.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> means_t = jax.random.normal(jax.random.key(0), (10, 5))
+      >>> dl.uncertainty.mc_log_likelihood(means_t, jnp.zeros(5), 1.0).shape
+      ()
+    """
+    means_t = _check_means(means_t)
+    targets = jnp.asarray(targets, means_t.dtype)
+    if targets.shape != means_t.shape[1:]:
+        raise ValueError(
+            f"targets has shape {targets.shape}, expected {means_t.shape[1:]} "
+            f"(means_t is {means_t.shape})."
+        )
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction={reduction!r} is not one of 'mean', 'sum', 'none'.")
+    variances_t = _aleatoric(means_t, tau, log_variances_t)
+    log_density_t = -0.5 * (
+        jnp.square(targets - means_t) / variances_t
+        + jnp.log(variances_t)
+        + math.log(2 * math.pi)
+    )
+    per_point = jax.nn.logsumexp(log_density_t, axis=0) - math.log(means_t.shape[0])
+    if reduction == "mean":
+        return jnp.mean(per_point)
+    if reduction == "sum":
+        return jnp.sum(per_point)
+    return per_point

@@ -1,0 +1,122 @@
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import norm
+
+import dropout_lab as dl
+
+
+def sampled_probs():
+    probs = jax.nn.softmax(3 * jax.random.normal(jax.random.key(0), (8, 5, 4)))
+    # Exact zeros: one-hot samples for the first input, a zero class for the second.
+    probs = probs.at[:, 0].set(jax.nn.one_hot(jnp.arange(8) % 4, 4))
+    return probs.at[:, 1, 3].set(0.0)
+
+
+def test_entropy_decomposition_identity_and_reference_values():
+    probs_t = sampled_probs()
+    u = jax.jit(dl.uncertainty.classification)(probs_t)
+    chex.assert_shape((u.mean, u.variance), (5, 4))
+    chex.assert_shape((u.predictive_entropy, u.expected_entropy, u.mutual_information), (5,))
+    np.testing.assert_allclose(
+        u.predictive_entropy, u.expected_entropy + u.mutual_information, rtol=0, atol=1e-6
+    )
+    assert bool(jnp.all(u.mutual_information >= 0))
+
+    # Float64 references with 0 log 0 = 0.
+    p = np.asarray(probs_t, np.float64)
+    plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0)
+    mean = p.mean(0)
+    total = -np.sum(np.where(mean > 0, mean * np.log(np.where(mean > 0, mean, 1)), 0), -1)
+    expected = -plogp.sum(-1).mean(0)
+    np.testing.assert_allclose(u.mean, mean, rtol=1e-6)
+    np.testing.assert_allclose(u.predictive_entropy, total, rtol=1e-5)
+    np.testing.assert_allclose(u.expected_entropy, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(u.variance, p.var(0), rtol=1e-5, atol=1e-7)
+    # One-hot samples spread evenly over 4 classes: no aleatoric part, all epistemic.
+    assert float(u.expected_entropy[0]) == 0.0
+    np.testing.assert_allclose(u.mutual_information[0], math.log(4), rtol=1e-6)
+
+
+def test_agreeing_samples_have_zero_mutual_information():
+    p = jax.nn.softmax(jax.random.normal(jax.random.key(1), (3, 5)))
+    u = jax.jit(dl.uncertainty.classification)(jnp.broadcast_to(p, (8, 3, 5)))
+    # Only the rounding of the mean over 8 equal rows (a few ulp of log 5 ~ 1.6) remains.
+    np.testing.assert_allclose(u.mutual_information, 0.0, atol=4e-7)
+    np.testing.assert_allclose(u.predictive_entropy, u.expected_entropy, rtol=4e-7)
+
+
+def test_entropy_gradient_is_finite_at_zero_probabilities():
+    grad = jax.jit(
+        jax.grad(lambda p: jnp.sum(dl.uncertainty.classification(p).mutual_information))
+    )(sampled_probs())
+    assert bool(jnp.all(jnp.isfinite(grad)))
+
+
+def test_classification_rejects_bad_input():
+    with pytest.raises(ValueError, match="num_samples"):
+        dl.uncertainty.classification(jnp.ones(3))
+    with pytest.raises(TypeError, match="floating"):
+        dl.uncertainty.classification(jnp.ones((2, 3), jnp.int32))
+
+
+def test_regression_moments():
+    means_t = np.asarray(jax.random.normal(jax.random.key(2), (10, 7)))
+    log_var_t = np.asarray(jax.random.normal(jax.random.key(3), (10, 7)))
+    u = dl.uncertainty.regression(means_t, tau=4.0)
+    np.testing.assert_allclose(u.mean, means_t.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(u.epistemic, means_t.var(0), rtol=1e-5)
+    np.testing.assert_allclose(u.variance, 0.25 + means_t.var(0), rtol=1e-5)
+    h = dl.uncertainty.regression(means_t, log_variances_t=log_var_t)
+    np.testing.assert_allclose(h.aleatoric, np.exp(log_var_t).mean(0), rtol=1e-5)
+    np.testing.assert_allclose(h.variance, np.exp(log_var_t).mean(0) + means_t.var(0), rtol=1e-5)
+    np.testing.assert_allclose(
+        dl.uncertainty.regression(means_t, tau=jnp.inf).variance, means_t.var(0), rtol=1e-5
+    )
+    for kwargs in ({}, {"tau": 1.0, "log_variances_t": log_var_t}):
+        with pytest.raises(ValueError, match="exactly one"):
+            dl.uncertainty.regression(means_t, **kwargs)
+
+
+def test_mc_log_likelihood_matches_gal_uci_formula():
+    means_t = np.asarray(jax.random.normal(jax.random.key(4), (20, 9)), np.float64)
+    targets = np.asarray(jax.random.normal(jax.random.key(5), (9,)), np.float64)
+    tau = 2.5
+    # yaringal/DropoutUncertaintyExps net/net.py
+    expected = np.mean(
+        logsumexp(-0.5 * tau * (targets[None] - means_t) ** 2, 0)
+        - np.log(20)
+        - 0.5 * np.log(2 * np.pi)
+        + 0.5 * np.log(tau)
+    )
+    got = jax.jit(dl.uncertainty.mc_log_likelihood)(means_t, targets, tau)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    per_point = dl.uncertainty.mc_log_likelihood(means_t, targets, tau, reduction="none")
+    chex.assert_shape(per_point, (9,))
+    np.testing.assert_allclose(
+        dl.uncertainty.mc_log_likelihood(means_t, targets, tau, reduction="sum"),
+        9 * expected,
+        rtol=1e-5,
+    )
+    # Heteroscedastic: log of the equal-weight Gaussian mixture.
+    log_var_t = np.asarray(jax.random.normal(jax.random.key(6), (20, 9)), np.float64)
+    mixture = np.log(np.mean(norm.pdf(targets, means_t, np.exp(0.5 * log_var_t)), 0)).mean()
+    np.testing.assert_allclose(
+        dl.uncertainty.mc_log_likelihood(means_t, targets, log_variances_t=log_var_t),
+        mixture,
+        rtol=1e-5,
+    )
+
+
+def test_mc_log_likelihood_is_stable_far_from_the_data():
+    # exp(-0.5 * 1e4 * 10**2) underflows to 0 in any float: a naive log-mean-exp is -inf.
+    means_t = jnp.zeros((5, 1)) + jnp.arange(5.0)[:, None] * 1e-3
+    ll = dl.uncertainty.mc_log_likelihood(means_t, jnp.array([10.0]), 1e4)
+    expected = -0.5 * 1e4 * (10 - 4e-3) ** 2 - math.log(5) - 0.5 * math.log(2 * math.pi / 1e4)
+    assert math.isfinite(float(ll))
+    np.testing.assert_allclose(ll, expected, rtol=1e-4)
