@@ -288,9 +288,7 @@ def _scores(scores: ArrayLike, is_positive: ArrayLike) -> tuple[jax.Array, jax.A
     scores = jnp.asarray(scores)
     is_positive = jnp.asarray(is_positive)
     if scores.shape != is_positive.shape:
-        raise ValueError(
-            f"scores {scores.shape} and is_positive {is_positive.shape} must match."
-        )
+        raise ValueError(f"scores {scores.shape} and is_positive {is_positive.shape} must match.")
     scores = scores.ravel()
     return scores.astype(jnp.promote_types(scores.dtype, jnp.float32)), is_positive.ravel() != 0
 

@@ -293,9 +293,7 @@ def mc_log_likelihood(
         raise ValueError(f"reduction={reduction!r} is not one of 'mean', 'sum', 'none'.")
     variances_t = _aleatoric(means_t, tau, log_variances_t)
     log_density_t = -0.5 * (
-        jnp.square(targets - means_t) / variances_t
-        + jnp.log(variances_t)
-        + math.log(2 * math.pi)
+        jnp.square(targets - means_t) / variances_t + jnp.log(variances_t) + math.log(2 * math.pi)
     )
     per_point = jax.nn.logsumexp(log_density_t, axis=0) - math.log(means_t.shape[0])
     if reduction == "mean":

@@ -10,9 +10,9 @@ import numpy as np
 # (key, header, format) in table order; missing keys are skipped.
 CLASSIFICATION_COLUMNS = (
     ("test_acc", "test acc", "{:.4f}"),
-    ("train_acc", "train acc", "{:.4f}"),
-    ("gap", "gap (train-test acc)", "{:.4f}"),
+    ("gap", "acc gap (train-test)", "{:.4f}"),
     ("test_nll", "test NLL", "{:.4f}"),
+    ("nll_gap", "NLL gap (test-train)", "{:.4f}"),
     ("ece", "ECE", "{:.4f}"),
     ("brier", "Brier", "{:.4f}"),
     ("ood_auroc", "OOD AUROC (entropy)", "{:.3f}"),

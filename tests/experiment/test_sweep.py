@@ -113,9 +113,10 @@ def test_rdrop_alpha_is_vmapped(data):
     points = S.grid_points(cfg, "rdrop")
     assert [p.alpha for p in points] == [0.5, 2.0]
     result = S.train_grid(trainer, points)
-    for i, p in enumerate(points):
-        expected = _sequential(data, "rdrop", p.seed, p.rate, f"methods.rdrop.alpha={p.alpha}")
-        _assert_close(expected, S.point_params(result.states, i))
+    p = points[1]  # alpha 2: the traced alpha is not the trainer's configured 1.0
+    expected = _sequential(data, "rdrop", p.seed, p.rate, f"methods.rdrop.alpha={p.alpha}")
+    _assert_close(expected, S.point_params(result.states, 1))
+    assert _relative_difference(expected, S.point_params(result.states, 0)) > 1000 * RTOL
 
 
 def test_chunked_equals_unchunked(grid):
@@ -197,10 +198,11 @@ def test_sweep_script_smoke(tmp_path, grid):
     assert [r["test_acc"] for r in rows] == [r["test_acc"] for r in out["rows"]]
 
 
-def test_mc_sweep_script_smoke(tmp_path):
+def test_mc_sweep_script_smoke(tmp_path, grid):
+    # Same grid as the fixture (mc trains like inverted): its program is reused.
     main = _script("mc_sweep")
     rc = main(
-        ["configs/mc_sweep_toy.yaml", *TINY, "sweep.methods=[mc]", "sweep.seeds=1",
+        ["configs/mc_sweep_toy.yaml", *TINY, "sweep.methods=[mc]", "train.learning_rate=0.001",
          "mc_sweep.num_samples=[4,8]", "mc_sweep.chunk_size=4", "mc_sweep.spread_examples=16",
          f"output_dir={tmp_path}"]
     )  # fmt: skip
@@ -212,5 +214,5 @@ def test_mc_sweep_script_smoke(tmp_path):
     assert out["counts"] == [4, 8]
     zero = [r for r in out["spread_rows"] if r["rate"] == 0.0]
     assert zero and all(r["spread"] == 0.0 for r in zero)  # no dropout: identical passes
-    assert all(r["mi_in"] == 0.0 for r in out["rows"] if r["rate"] == 0.0)
+    assert all(r["mi_in"] < 1e-6 for r in out["rows"] if r["rate"] == 0.0)  # rounding only
     assert "0.5" in out["spread_slope"]

@@ -51,6 +51,7 @@ def test_concrete_gradient_in_rate_has_the_right_sign():
     assert np.isfinite(below) and np.isfinite(above)
     assert below < -1.0  # analytic for hard dropout: -1.84
     assert above > 2.0  # analytic: +4.0
+
     # Gradient descent on the logit reaches the optimum (~0.18 for hard masks).
     def step(logit, key):
         g = jax.grad(lambda lg: objective(jax.nn.sigmoid(lg), key))(logit)
@@ -82,14 +83,17 @@ def numpy_kl(log_alpha):
 
 def test_variational_kl_and_pruning_mask():
     la = np.linspace(-8, 8, 33, dtype=np.float32)
-    np.testing.assert_allclose(dl.variational_kl(la), numpy_kl(la.astype(np.float64)).sum(), rtol=1e-5)
+    np.testing.assert_allclose(
+        dl.variational_kl(la), numpy_kl(la.astype(np.float64)).sum(), rtol=1e-5
+    )
     per_weight = jax.vmap(lambda a: dl.variational_kl(a[None]))(jnp.asarray(la))
     assert (np.diff(per_weight) < 0).all() and (per_weight > 0).all()
     np.testing.assert_array_equal(dl.variational_prune_mask(la), la < 3.0)
     theta = jnp.array([1.0, 1e-3, 0.0])
     log_sigma2 = jnp.array([0.0, -5.0, -5.0])
     np.testing.assert_allclose(
-        dl.variational_log_alpha(theta, log_sigma2), [-np.log1p(1e-8), -5.0 - np.log(1e-6 + 1e-8), 10.0],  # eps = 1e-8
+        dl.variational_log_alpha(theta, log_sigma2),
+        [-np.log1p(1e-8), -5.0 - np.log(1e-6 + 1e-8), 10.0],  # eps = 1e-8
         rtol=1e-5,
         atol=1e-7,
     )
@@ -102,7 +106,9 @@ def test_variational_dense_moments_and_eval():
     log_sigma2 = jnp.array([[-1.0, 0.0], [-2.0, 5.0], [-3.0, 1.0]])
     bias = jnp.array([0.5, -0.5])
     keys = jax.random.split(KEY, 4000)
-    ys = np.asarray(jax.jit(jax.vmap(lambda k: dl.variational_dense(k, x, theta, log_sigma2, bias)))(keys))
+    ys = np.asarray(
+        jax.jit(jax.vmap(lambda k: dl.variational_dense(k, x, theta, log_sigma2, bias)))(keys)
+    )
     log_alpha = dl.variational_log_alpha(theta, log_sigma2)
     mean = np.asarray(x @ theta + bias)
     var = np.asarray(jnp.square(x) @ (jnp.exp(log_alpha) * jnp.square(theta)))
@@ -115,7 +121,9 @@ def test_variational_dense_moments_and_eval():
     kept = np.asarray(log_alpha) < 3.0
     assert not kept.all()
     np.testing.assert_allclose(y_eval, x @ jnp.where(kept, theta, 0) + bias, rtol=1e-6)
-    y_all = dl.variational_dense(KEY, x, theta, log_sigma2, bias, deterministic=True, threshold=None)
+    y_all = dl.variational_dense(
+        KEY, x, theta, log_sigma2, bias, deterministic=True, threshold=None
+    )
     np.testing.assert_allclose(y_all, x @ theta + bias, rtol=1e-6)
     with pytest.raises(ValueError):
         dl.variational_dense(KEY, x, theta, log_sigma2[:2], bias)

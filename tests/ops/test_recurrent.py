@@ -50,7 +50,7 @@ def test_embedding_dropout_drops_whole_vectors(rate):
     # Lookup after dropping the table: every occurrence of a dropped word is zero.
     ids = jnp.array([[3, 3, 5], [5, 3, 7]])
     looked_up = np.asarray(y[np.asarray(ids)])
-    assert ((looked_up[0, 0] == 0).all() == (looked_up[1, 1] == 0).all())
+    assert (looked_up[0, 0] == 0).all() == (looked_up[1, 1] == 0).all()
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.5])

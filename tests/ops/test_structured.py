@@ -103,7 +103,7 @@ def test_dropblock_blocks_are_contiguous_squares():
     # At a tiny rate most dropped maps hold one block: a block x block square.
     y = np.asarray(dl.dropblock(KEY, jnp.ones((256, 10, 10, 1)), 0.02, block_size=block))
     singles = 0
-    for m in (y[..., 0] == 0):
+    for m in y[..., 0] == 0:
         if m.sum() == block * block:
             rows, cols = np.nonzero(m)
             assert np.ptp(rows) == np.ptp(cols) == block - 1
@@ -142,7 +142,9 @@ def test_dropblock_options():
     x = jnp.ones((4, 8, 8, 5))
     y = np.asarray(dl.dropblock(KEY, x, 0.3, block_size=3, broadcast_dims=(-1,)))
     assert (y == y[..., :1]).all()  # one pattern for all channels
-    y = np.asarray(dl.dropblock(KEY, jnp.ones((4, 5, 8, 8)), 0.3, block_size=(2, 4), channel_axis=1))
+    y = np.asarray(
+        dl.dropblock(KEY, jnp.ones((4, 5, 8, 8)), 0.3, block_size=(2, 4), channel_axis=1)
+    )
     assert (y == 0).any() and opening_is_identity(y[0, 0] == 0, 2)
     np.testing.assert_array_equal(dl.dropblock(KEY, x, 0.3, block_size=3, deterministic=True), x)
     with pytest.raises(ValueError):
@@ -169,7 +171,9 @@ def test_drop_path_row_zeroes_whole_examples(rate):
 def test_drop_path_batch_mode_one_draw():
     x = jnp.ones((8, 3))
     keys = jax.random.split(KEY, 2000)
-    y = np.asarray(jax.vmap(lambda k: dl.drop_path(k, x, 0.3, mode="batch", impl="bernoulli"))(keys))
+    y = np.asarray(
+        jax.vmap(lambda k: dl.drop_path(k, x, 0.3, mode="batch", impl="bernoulli"))(keys)
+    )
     dropped = (y == 0).all(axis=(1, 2))
     assert ((y == 0).any(axis=(1, 2)) == dropped).all()
     assert abs(dropped.mean() - 0.3) < five_sigma(0.3, dropped.size)

@@ -1,0 +1,124 @@
+"""Vmapped vs sequential training of the same 16-point grid (4 rates x 4 seeds).
+
+    python benchmarks/sweep_speed.py [--hidden 64,64] [--epochs 5] [--json out.json]
+
+Both contenders train the same models on the 8x8 digits with the experiment
+trainer's step: *sequential* runs ``Trainer.train_chunk`` once per grid point (one
+compiled program, reused for every point, as ``experiments/compare.py`` does);
+*vmapped* runs :func:`dropout_lab.experiment.sweep.train_grid` (one compiled program
+for all 16 points). Each is timed twice in the same process: the first call
+includes compilation, the second is the steady-state run (median of ``--repeats``).
+Prints times and the ratio sequential / vmapped per model size.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dropout_lab.experiment import load_dataset  # noqa: E402
+from dropout_lab.experiment import sweep as S  # noqa: E402
+from dropout_lab.experiment.sweep_config import load_sweep_config  # noqa: E402
+from dropout_lab.experiment.train import RunKeys, Trainer  # noqa: E402
+
+RATES = [0.0, 0.1, 0.3, 0.5]
+SEEDS = 4
+
+
+def _config(hidden, epochs):
+    return load_sweep_config(
+        "configs/sweep_digits.yaml",
+        [
+            f"model.hidden=[{hidden}]",
+            f"train.epochs={epochs}",
+            f"sweep.rates={RATES}".replace(" ", ""),
+            f"sweep.seeds={SEEDS}",
+            "progress=false",
+        ],
+    )
+
+
+def _sequential(trainer, points):
+    out = []
+    for p in points:
+        t = S.with_hyperparameters(trainer, rate=p.rate, input_rate=0.0)
+        keys = RunKeys.from_seed(p.seed)
+        state, _ = t.train_chunk(t.init(keys), keys, t.total_steps)
+        out.append(state)
+    jax.block_until_ready(out)
+    return out
+
+
+def _vmapped(trainer, points):
+    result = S.train_grid(trainer, points)
+    jax.block_until_ready(result.states)
+    return result
+
+
+def bench(hidden: str, epochs: int, repeats: int) -> dict:
+    cfg = _config(hidden, epochs)
+    data = load_dataset(cfg.data)
+    points = S.grid_points(cfg, "inverted")
+    contenders = {"sequential": _sequential, "vmapped": _vmapped}
+    first, steady = {}, {name: [] for name in contenders}
+    for name, fn in contenders.items():
+        trainer = Trainer(cfg, "inverted", data)  # fresh program cache key per contender
+        start = time.perf_counter()
+        fn(trainer, points)
+        first[name] = time.perf_counter() - start
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            trainer = Trainer(cfg, "inverted", data)
+            start = time.perf_counter()
+            fn(trainer, points)
+            steady[name].append(time.perf_counter() - start)
+    run = {name: float(np.median(v)) for name, v in steady.items()}
+    trainer = Trainer(cfg, "inverted", data)
+    return {
+        "hidden": hidden,
+        "epochs": epochs,
+        "points": len(points),
+        "steps_per_point": trainer.total_steps,
+        "batch_size": trainer.batch_size,
+        "first_call_s": first,
+        "run_s": run,
+        "compile_s_estimate": {n: first[n] - run[n] for n in contenders},
+        "ratio_run": run["sequential"] / run["vmapped"],
+        "ratio_first_call": first["sequential"] / first["vmapped"],
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", action="append", help="widths, e.g. 64,64 (repeatable)")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    sizes = args.hidden or ["32", "128,128", "512,512"]
+    print(f"jax {jax.__version__} on {jax.default_backend()}; load: {os.getloadavg()}")
+    results = []
+    for hidden in sizes:
+        r = bench(hidden, args.epochs, args.repeats)
+        results.append(r)
+        print(
+            f"MLP [{hidden}] {r['points']} points x {r['steps_per_point']} steps "
+            f"(batch {r['batch_size']}): run sequential {r['run_s']['sequential']:.2f} s, "
+            f"vmapped {r['run_s']['vmapped']:.2f} s -> {r['ratio_run']:.2f}x; "
+            f"first call (with compile) sequential {r['first_call_s']['sequential']:.2f} s, "
+            f"vmapped {r['first_call_s']['vmapped']:.2f} s -> {r['ratio_first_call']:.2f}x"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"load": os.getloadavg(), "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
