@@ -28,7 +28,9 @@ TORCH_THREADS = 2
 
 
 def load_torch():
-    """``torch`` with 2 threads, or ``None`` when it is not installed."""
+    """``torch`` with 2 threads, or ``None`` when it is not installed (or is disabled)."""
+    if os.environ.get("DROPOUT_LAB_BENCH_NO_TORCH"):
+        return None
     try:
         import torch
     except ImportError:
@@ -86,7 +88,7 @@ def compare(
 
 
 class Donated:
-    """Calls ``fn(buffer)`` with a jitted, donating ``fn`` and keeps the result as the next input."""
+    """Calls a jitted, donating ``fn(buffer)`` and keeps its result as the next input."""
 
     def __init__(self, fn: Callable, buffer):
         self.fn = fn

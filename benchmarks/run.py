@@ -46,10 +46,10 @@ def _run_suite_in_process(name: str, quick: bool, out: pathlib.Path) -> None:
 
 
 def _environment() -> dict:
+    import _harness as H
     import jax
     import numpy as np
 
-    import _harness as H
     import dropout_lab
 
     env = {
@@ -98,8 +98,10 @@ def format_table(table: dict) -> str:
         head += f" speed-up vs {vs} |"
     lines += [head, "|---" * (head.count("|") - 1) + "|"]
     for name, r in res.items():
-        row = (f"| {name} | {_fmt(r['median_ms'])} | {_fmt(r['min_ms'])} | "
-               f"{r['faults_per_call']:.0f} | {r['median_ms'] / res[base]['median_ms']:.2f} |")
+        row = (
+            f"| {name} | {_fmt(r['median_ms'])} | {_fmt(r['min_ms'])} | "
+            f"{r['faults_per_call']:.0f} | {r['median_ms'] / res[base]['median_ms']:.2f} |"
+        )
         if vs:
             row += f" {res[vs]['median_ms'] / r['median_ms']:.2f} |"
         lines.append(row)
@@ -109,26 +111,36 @@ def format_table(table: dict) -> str:
 def format_targets(targets: list[dict]) -> str:
     lines = ["\n## Targets", "| target | measured | goal | met |", "|---|---|---|---|"]
     for t in targets:
-        lines.append(f"| {t['target']} | {t['measured']} | {t['goal']} | "
-                     f"{'yes' if t['met'] else '**no**'} |")
+        lines.append(
+            f"| {t['target']} | {t['measured']} | {t['goal']} | {'yes' if t['met'] else '**no**'} |"
+        )
     return "\n".join(lines)
 
 
 def format_probe(label: str, p: dict) -> str:
-    return (f"probe ({label}): matmul {p['matmul_size']}^2 {p['matmul_gflops']:.0f} GFLOP/s, "
-            f"numpy x*2 {p['memory_gbps']:.1f} GB/s, load average {p['loadavg_1min']:.2f}")
+    return (
+        f"probe ({label}): matmul {p['matmul_size']}^2 {p['matmul_gflops']:.0f} GFLOP/s, "
+        f"numpy x*2 {p['memory_gbps']:.1f} GB/s, load average {p['loadavg_1min']:.2f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, < 1 minute")
+    parser.add_argument("--no-torch", action="store_true", help="skip the torch contenders")
     parser.add_argument("--only", nargs="+", choices=SUITE_NAMES, help="run these suites only")
-    parser.add_argument("--out", type=pathlib.Path, default=HERE / "results",
-                        help="folder for the JSON and Markdown results")
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=HERE / "results",
+        help="folder for the JSON and Markdown results",
+    )
     parser.add_argument("--suite", choices=SUITE_NAMES, help=argparse.SUPPRESS)
     parser.add_argument("--suite-out", type=pathlib.Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.no_torch:
+        os.environ["DROPOUT_LAB_BENCH_NO_TORCH"] = "1"  # inherited by the children
     if args.suite:  # child process: one comparison
         _run_suite_in_process(args.suite, args.quick, args.suite_out)
         return 0
@@ -173,9 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(report, indent=1)
     (args.out / f"{stem}.json").write_text(text)
     (args.out / f"{stamp}{'-quick' if args.quick else ''}.json").write_text(text)
-    md = [f"# dropout_lab benchmarks ({started:%Y-%m-%d %H:%M} UTC)",
-          json.dumps(report["environment"]), format_probe("start", report["probe_start"]),
-          format_probe("end", report["probe_end"])]
+    md = [
+        f"# dropout_lab benchmarks ({started:%Y-%m-%d %H:%M} UTC)",
+        json.dumps(report["environment"]),
+        format_probe("start", report["probe_start"]),
+        format_probe("end", report["probe_end"]),
+    ]
     md += [format_table(t) for r in report["suites"].values() for t in r["tables"]]
     md.append(format_targets(targets))
     (args.out / f"{stem}.md").write_text("\n".join(md) + "\n")

@@ -86,14 +86,21 @@ def _regression_case():
 
 
 def enumerated_loss(w, x, y, rate):
-    """E[L_drop(w)] by summing over all 2**(n d) masks (a jax function of w)."""
+    """E[L_drop(w)] by summing over all 2**(n d) masks (a jax function of w and rate)."""
     n, d = x.shape
     masks = all_masks(n * d).reshape(-1, n, d)
     kept = masks.reshape(len(masks), -1).sum(axis=1)
-    probs = jnp.asarray((1 - rate) ** kept * rate ** (n * d - kept))
-    x_drop = jnp.asarray(masks * x / (1 - rate))
-    losses = jnp.sum(jnp.square(y - x_drop @ w), axis=1) / (2 * n)
+    probs = (1 - rate) ** kept * rate ** (n * d - kept)
+    x_drop = masks * x[None] / (1 - rate)
+    losses = jnp.sum(jnp.square(y[None] - x_drop @ w), axis=1) / (2 * n)
     return jnp.dot(probs, losses)
+
+
+# Compiled once for all rates (the rate is traced); eager autodiff would compile
+# every primitive separately.
+enumerated_hessian = jax.jit(jax.hessian(enumerated_loss))
+enumerated_grad = jax.jit(jax.grad(enumerated_loss))
+closed_hessian = jax.jit(jax.hessian(theory.dropout_regression_loss))
 
 
 @pytest.mark.parametrize("rate", RATES)
@@ -109,10 +116,8 @@ def test_regression_hessian_against_autodiff_of_enumeration(x64, rate):
     x, y, w = _regression_case()
     hessian = theory.dropout_regression_hessian(x, rate)
     chex.assert_shape(hessian, (5, 5))
-    np.testing.assert_allclose(hessian, jax.hessian(enumerated_loss)(w, x, y, rate), **TIGHT)
-    np.testing.assert_allclose(
-        hessian, jax.hessian(theory.dropout_regression_loss)(w, x, y, rate), **TIGHT
-    )
+    np.testing.assert_allclose(hessian, enumerated_hessian(w, x, y, rate), **TIGHT)
+    np.testing.assert_allclose(hessian, closed_hessian(w, x, y, rate), **TIGHT)
     # Plain Hessian plus a PSD diagonal: off-diagonal entries unchanged.
     plain = x.T @ x / x.shape[0]
     off = ~np.eye(5, dtype=bool)
@@ -126,7 +131,7 @@ def test_regression_minimizer_is_the_enumerated_argmin(x64, rate):
     small_x, small_y, _ = _regression_case()
     w_star = theory.dropout_regression_minimizer(small_x, small_y, rate)
     # Stationary point of the exactly enumerated expected loss (which is convex).
-    grad = jax.grad(enumerated_loss)(w_star, small_x, small_y, rate)
+    grad = enumerated_grad(w_star, small_x, small_y, rate)
     np.testing.assert_allclose(grad, np.zeros(5), atol=1e-11)
     # Generalized ridge: larger rate shrinks more; rate 0 is least squares.
     w_ols = np.linalg.lstsq(x, y, rcond=None)[0]
@@ -252,7 +257,8 @@ def test_monte_carlo_with_library_dropout_agrees():
     num, rate = 20_000, 0.3
     x, w = jnp.asarray(normal(14, 8), jnp.float32), jnp.asarray(normal(15, 8), jnp.float32)
     keys = jax.random.split(jax.random.key(0), num)
-    z = np.asarray(jax.vmap(lambda k: jnp.dot(w, dl.dropout(k, x, rate)))(keys), np.float64)
+    z = jax.jit(jax.vmap(lambda k: jnp.dot(w, dl.dropout(k, x, rate))))(keys)
+    z = np.asarray(z, np.float64)
     assert abs(z.mean() - float(theory.preactivation_mean(w, x, rate))) < 5 * z.std() / math.sqrt(
         num
     )
@@ -264,9 +270,9 @@ def test_monte_carlo_with_library_dropout_agrees():
         (jnp.square, 0.0, theory.jensen_gap_square(1.5, rate)),
         (jax.nn.relu, -0.5, theory.jensen_gap_relu(1.5, rate, -0.5)),
     ):
-        gap, se = theory.jensen_gap_mc(
-            jax.random.key(1), phi, jnp.array([1.5]), rate, num_samples=num, bias=bias
-        )
+        gap, se = jax.jit(
+            theory.jensen_gap_mc, static_argnums=(1,), static_argnames=("num_samples",)
+        )(jax.random.key(1), phi, jnp.array([1.5]), rate, num_samples=num, bias=bias)
         chex.assert_shape((gap, se), ())
         assert se > 0 and abs(float(gap - closed)) < 5 * float(se)
 

@@ -180,7 +180,7 @@ class EvalConfig:
 
     ece_bins: int = 15
     tau_grid: list[float] = field(
-        default_factory=lambda: [1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0]
+        default_factory=lambda: [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0]
     )
 
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dropout_lab.experiment.data import TOY_DATA_RANGES
 from dropout_lab.experiment.train import RunKeys, Trainer
 
 Z90, Z95 = 1.6448536269514722, 1.959963984540054
@@ -128,7 +129,9 @@ def regression(trainer: Trainer, params, keys: RunKeys, grid: np.ndarray | None 
       ``(metrics, arrays)``: ``train_rmse``, ``test_rmse``, ``gap`` (test minus train
       RMSE), ``test_ll``, ``tau``, ``coverage_90``, ``coverage_95``, ``std_in``
       (mean predictive std on test); arrays ``grid_x``, ``grid_mean``, ``grid_std``
-      when ``grid`` (raw 1-D inputs) is given.
+      when ``grid`` (raw 1-D inputs) is given, and for the toy ``mc_std_gap`` and
+      ``mc_std_data``: the mean spread of the MC means (epistemic std, 0 for
+      deterministic methods) over the gap and over the data ranges of the grid.
     """
     mc_log_likelihood = _jitted("mc_log_likelihood")
     data = trainer.data
@@ -164,4 +167,13 @@ def regression(trainer: Trainer, params, keys: RunKeys, grid: np.ndarray | None 
         arrays["grid_x"] = grid
         arrays["grid_mean"] = grid_t.mean(0) * s + data.y_mean
         arrays["grid_std"] = np.sqrt(1.0 / tau + grid_t.var(0)) * s
+        if trainer.cfg.data.name == "toy":
+            # Epistemic part only: how much wider the band is where there is no data.
+            mc_std = np.sqrt(grid_t.var(0)) * s
+            gap = np.abs(grid) < TOY_DATA_RANGES[1][0]
+            seen = np.zeros_like(gap)
+            for low, high in TOY_DATA_RANGES:
+                seen |= (grid >= low) & (grid <= high)
+            out["mc_std_gap"] = float(mc_std[gap].mean())
+            out["mc_std_data"] = float(mc_std[seen].mean())
     return out, arrays

@@ -17,7 +17,7 @@ CLASSIFICATION_COLUMNS = (
     ("brier", "Brier", "{:.4f}"),
     ("ood_auroc", "OOD AUROC (entropy)", "{:.3f}"),
     ("ood_auroc_mi", "OOD AUROC (MI)", "{:.3f}"),
-    ("seconds_per_epoch", "s/epoch", "{:.3f}"),
+    ("seconds_per_epoch", "s/epoch", "{:.2g}"),
 )
 REGRESSION_COLUMNS = (
     ("test_rmse", "test RMSE", "{:.4f}"),
@@ -26,7 +26,9 @@ REGRESSION_COLUMNS = (
     ("coverage_90", "90% cover", "{:.3f}"),
     ("coverage_95", "95% cover", "{:.3f}"),
     ("std_in", "pred. std", "{:.3f}"),
-    ("seconds_per_epoch", "s/epoch", "{:.3f}"),
+    ("mc_std_data", "MC std at data", "{:.3f}"),
+    ("mc_std_gap", "MC std in gap", "{:.3f}"),
+    ("seconds_per_epoch", "s/epoch", "{:.2g}"),
 )
 
 

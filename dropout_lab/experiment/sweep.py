@@ -164,9 +164,10 @@ def _stack_keys(seeds: Sequence[int]) -> RunKeys:
 def init_grid(trainer: Trainer, seeds: Sequence[int]) -> dict:
     """Stacked initial states ``[P, ...]``: :meth:`Trainer.init` vmapped over seeds."""
     keys = _stack_keys(seeds)
-    return jax.vmap(lambda i, d, r, e: trainer.init(RunKeys(i, d, r, e)))(
-        keys.init, keys.data, keys.dropout, keys.eval
-    )
+    name = ("init", trainer.program_key, len(seeds))
+    if name not in _PROGRAMS:
+        _PROGRAMS[name] = jax.jit(jax.vmap(lambda i, d, r, e: trainer.init(RunKeys(i, d, r, e))))
+    return _PROGRAMS[name](keys.init, keys.data, keys.dropout, keys.eval)
 
 
 @dataclass
@@ -573,26 +574,38 @@ def _mc_program(trainer: Trainer, params, rows, num_samples: int, chunk: int | N
     return _PROGRAMS[name]
 
 
-def _mc_metrics(probs_in, probs_out, labels, num_bins: int) -> dict[str, float]:
+@jax.jit(static_argnames="num_bins")
+def _mc_metrics_jit(probs_in, probs_out, labels, num_bins: int) -> dict[str, jax.Array]:
     from dropout_lab import metrics as M
     from dropout_lab import uncertainty as U
 
+    def auroc(score_in, score_out):
+        scores = jnp.concatenate([score_in, score_out])
+        is_ood = jnp.concatenate([jnp.zeros(score_in.shape, bool), jnp.ones(score_out.shape, bool)])
+        return M.auroc(scores, is_ood)
+
     u_in = U.classification(probs_in)
     out = {
-        "test_acc": float(M.accuracy(u_in.mean, labels)),
-        "test_nll": float(M.nll(u_in.mean, labels)),
-        "ece": float(M.ece(u_in.mean, labels, num_bins=num_bins)),
-        "brier": float(M.brier(u_in.mean, labels)),
-        "entropy_in": float(jnp.mean(u_in.predictive_entropy)),
-        "mi_in": float(jnp.mean(u_in.mutual_information)),
+        "test_acc": M.accuracy(u_in.mean, labels),
+        "test_nll": M.nll(u_in.mean, labels),
+        "ece": M.ece(u_in.mean, labels, num_bins=num_bins),
+        "brier": M.brier(u_in.mean, labels),
+        "entropy_in": jnp.mean(u_in.predictive_entropy),
+        "mi_in": jnp.mean(u_in.mutual_information),
     }
     if probs_out is not None:
         u_out = U.classification(probs_out)
-        out["entropy_out"] = float(jnp.mean(u_out.predictive_entropy))
-        out["mi_out"] = float(jnp.mean(u_out.mutual_information))
-        out["ood_auroc"] = evaluate._auroc(u_in.predictive_entropy, u_out.predictive_entropy)
-        out["ood_auroc_mi"] = evaluate._auroc(u_in.mutual_information, u_out.mutual_information)
+        out["entropy_out"] = jnp.mean(u_out.predictive_entropy)
+        out["mi_out"] = jnp.mean(u_out.mutual_information)
+        out["ood_auroc"] = auroc(u_in.predictive_entropy, u_out.predictive_entropy)
+        out["ood_auroc_mi"] = auroc(u_in.mutual_information, u_out.mutual_information)
     return out
+
+
+def _mc_metrics(probs_in, probs_out, labels, num_bins: int) -> dict[str, float]:
+    """Metrics of T passes ``[T, n, classes]`` in and out of distribution (one program per T)."""
+    out = _mc_metrics_jit(probs_in, probs_out, labels, num_bins=num_bins)
+    return {k: float(v) for k, v in out.items()}
 
 
 def mc_spread(probs_t: np.ndarray, counts: Sequence[int]) -> dict[int, float]:

@@ -134,3 +134,6 @@ def test_regression_toy_end_to_end(tmp_path):
         for key in ("test_rmse", "test_ll", "coverage_90", "coverage_95"):
             assert math.isfinite(metrics[key]), key
         assert metrics["coverage_90"] <= metrics["coverage_95"]
+    # Deterministic predictors have no spread over passes; MC dropout has.
+    assert out["per_seed"]["none"]["0"]["mc_std_gap"] == 0
+    assert out["per_seed"]["mc"]["0"]["mc_std_gap"] > 0
