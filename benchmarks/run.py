@@ -87,10 +87,12 @@ def _fmt(v: float) -> str:
 def format_table(table: dict) -> str:
     lines = [f"\n## {table['title']}"]
     if "residual_bytes" in table:
-        lines.append("| contender | residual bytes | bytes / element |")
-        lines.append("|---|---|---|")
+        lines.append("| contender | array bytes | bytes / element | scalar bytes (key, rate) |")
+        lines.append("|---|---|---|---|")
         for k, v in table["residual_bytes"].items():
-            lines.append(f"| {k} | {v} | {table['bytes_per_element'][k]:.3g} |")
+            lines.append(
+                f"| {k} | {v} | {table['bytes_per_element'][k]:.3g} | {table['scalar_bytes'][k]} |"
+            )
         return "\n".join(lines)
     res, base, vs = table["results"], table["base"], table.get("vs")
     head = f"| contender | median ms | min ms | faults/call | x {base} |"

@@ -223,19 +223,23 @@ def forward_backward(quick: bool) -> dict:
 _BYTES = {"f32": 4, "f16": 2, "bf16": 2, "f64": 8, "u32": 4, "i32": 4, "bool": 1, "pred": 1}
 
 
-def _residual_bytes(fn, x) -> int:
-    """Bytes saved for the backward pass (from print_saved_residuals), excluding x."""
+def _residual_bytes(fn, x) -> tuple[int, int]:
+    """Bytes saved for the backward pass, excluding x: (arrays, scalars such as key/rate)."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         jax.ad_checkpoint.print_saved_residuals(fn, x)
-    total = 0
+    arrays = scalars = 0
     for line in out.getvalue().splitlines():
         dtype, dims, why = re.match(r"(\S+?)\[([\d,]*)\] (.*)", line).groups()
         if "argument" in why:
             continue
-        size = int(np.prod([int(d) for d in dims.split(",") if d]))
-        total += size * _BYTES.get(dtype, 8)  # keys: 8 bytes
-    return total
+        shape = [int(d) for d in dims.split(",") if d]
+        nbytes = int(np.prod(shape)) * _BYTES.get(dtype, 8)  # keys: 8 bytes
+        if shape:
+            arrays += nbytes
+        else:
+            scalars += nbytes
+    return arrays, scalars
 
 
 def residuals(quick: bool) -> dict:
@@ -243,9 +247,9 @@ def residuals(quick: bool) -> dict:
     n = (1 << 12) if quick else MiB
     key = jax.random.key(0)
     x = jnp.ones((n // 1024, 1024), jnp.float32)
-    rows = {}
+    arrays, scalars = {}, {}
     for name, fn in JAX_DROPOUTS.items():
-        rows[name] = _residual_bytes(lambda x, fn=fn: fn(key, x, 0.5), x)
+        arrays[name], scalars[name] = _residual_bytes(lambda x, fn=fn: fn(key, x, 0.5), x)
     if torch is not None:
         saved = []
 
@@ -256,28 +260,26 @@ def residuals(quick: bool) -> dict:
         xt = torch.ones(n, requires_grad=True)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             torch.nn.functional.dropout(xt, 0.5, training=True)
-        rows["torch F.dropout (2 threads)"] = sum(
-            t.numel() * t.element_size() for t in saved if t.data_ptr() != xt.data_ptr()
+        others = [t for t in saved if t.data_ptr() != xt.data_ptr()]
+        arrays["torch F.dropout (2 threads)"] = sum(
+            t.numel() * t.element_size() for t in others if t.dim() > 0
+        )
+        scalars["torch F.dropout (2 threads)"] = sum(
+            t.element_size() for t in others if t.dim() == 0
         )
     table = {
-        "title": f"residual bytes saved for backward (n={_label(n)}, excluding x)",
+        "title": f"residuals saved for the backward pass (n={_label(n)}, excluding x itself)",
         "n": n,
-        "residual_bytes": rows,
-        "bytes_per_element": {k: v / n for k, v in rows.items()},
+        "residual_bytes": arrays,
+        "scalar_bytes": scalars,
+        "bytes_per_element": {k: v / n for k, v in arrays.items()},
     }
     targets = [
         _target(
-            "residual bytes per element, ours (default)", rows[OURS] / n, "== 0", rows[OURS] == 0
+            f"residual array bytes per element, {name}", arrays[name] / n, "== 0", arrays[name] == 0
         )
+        for name in (OURS, OURS_B)
     ]
-    targets.append(
-        _target(
-            "residual bytes per element, ours impl='bernoulli'",
-            rows[OURS_B] / n,
-            "== 0",
-            rows[OURS_B] == 0,
-        )
-    )
     return {"tables": [table], "targets": targets}
 
 

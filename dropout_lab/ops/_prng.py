@@ -25,6 +25,10 @@ block are thus packed bit-for-bit into one ``complex64`` element (bitcasts only,
 arithmetic, so every bit pattern, NaN payloads included, survives) and unpacked by the
 consumer.
 
+Above :data:`CHUNK` elements the forward pass draws and applies the mask piece by piece
+(:func:`select_lanes_chunked`, same values): a full-size word buffer would be 2 bytes
+per element, and every fresh buffer above ~32 MiB is page-faulted again on each call.
+
 References:
   Salmon, Moraes, Dror & Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC 2011.
 """
