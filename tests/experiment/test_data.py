@@ -6,7 +6,7 @@ import pytest
 
 from dropout_lab.experiment import DataError, load_dataset
 from dropout_lab.experiment.config import DataConfig
-from dropout_lab.experiment.data import load_csv, load_idx, load_npz, read_idx
+from dropout_lab.experiment.data import load_csv, load_idx, load_mnist1d, load_npz, read_idx
 
 
 def _csv(path, rows):
@@ -110,3 +110,10 @@ def test_toy_has_a_gap_and_regression_targets_standardized():
     np.testing.assert_allclose(d.y_train.mean(), 0, atol=1e-5)
     np.testing.assert_allclose(d.y_train.std(), 1, rtol=1e-4)
     assert len(d.x_val) == 48
+
+
+def test_mnist1d_is_generated_offline():
+    # make_dataset with the package's default args: 4000 + 1000 sequences of 40.
+    x, y, task = load_mnist1d()
+    assert x.shape == (5000, 40) and y.shape == (5000,) and task == "classification"
+    assert set(np.unique(y)) == set(range(10))

@@ -137,3 +137,22 @@ def test_regression_toy_end_to_end(tmp_path):
     # Deterministic predictors have no spread over passes; MC dropout has.
     assert out["per_seed"]["none"]["0"]["mc_std_gap"] == 0
     assert out["per_seed"]["mc"]["0"]["mc_std_gap"] > 0
+
+
+@pytest.mark.parametrize(
+    "config",
+    ["compare_breast_cancer", "regression_diabetes"],  # mnist1d: see test_data
+)
+def test_other_configs_smoke(config, tmp_path):
+    only_mc = [f"methods.{m}.enabled={m == 'mc'}" for m in METHODS]
+    cfg = load_config(
+        f"configs/{config}.yaml",
+        [*only_mc, "data.max_examples=300", "model.hidden=[8]", "train.epochs=1",
+         "methods.mc.num_samples=2", "seeds=[0]", "plots=false", "progress=false",
+         f"output_dir={tmp_path}"],
+    )  # fmt: skip
+    out = run_experiment(cfg)
+    key = "test_acc" if out["task"] == "classification" else "test_rmse"
+    assert math.isfinite(out["per_seed"]["mc"]["0"][key])
+    if cfg.data.ood != "none":
+        assert math.isfinite(out["per_seed"]["mc"]["0"]["ood_auroc_mi"])
