@@ -114,7 +114,8 @@ def format_targets(targets: list[dict]) -> str:
     lines = ["\n## Targets", "| target | measured | goal | met |", "|---|---|---|---|"]
     for t in targets:
         lines.append(
-            f"| {t['target']} | {t['measured']} | {t['goal']} | {'yes' if t['met'] else '**no**'} |"
+            f"| {t['target']} | {t['measured']} | {t['goal']} | "
+            f"{'-' if t['met'] is None else 'yes' if t['met'] else '**no**'} |"
         )
     return "\n".join(lines)
 

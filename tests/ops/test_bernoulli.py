@@ -188,7 +188,7 @@ def test_philox_keys_work():
 def test_gradients():
     x = jax.random.normal(jax.random.key(1), (4, 5))
     for mode in ("inverted", "classic"):
-        check_grads(lambda x, mode=mode: dl.dropout(KEY, x, 0.4, mode=mode), (x,), order=2)
+        check_grads(lambda x, mode=mode: dl.dropout(KEY, x, 0.4, mode=mode), (x,), order=1)
     g = jax.grad(lambda x: jnp.sum(dl.dropout(KEY, x, 0.5) * 3.0))(x)
     y = dl.dropout(KEY, x, 0.5)
     np.testing.assert_array_equal(g, jnp.where(y != 0, 6.0, 0.0))
