@@ -2,12 +2,14 @@
 
 import json
 import math
+import pathlib
 
 import pytest
 
 from dropout_lab.experiment import load_config, run_experiment
 from dropout_lab.experiment.config import METHODS
 
+CONFIGS = pathlib.Path(__file__).parents[2] / "configs"
 TINY = [
     "data.max_examples=240",
     "model.hidden=[16]",
@@ -23,7 +25,7 @@ TINY = [
 ALL_ON = [f"methods.{m}.enabled=true" for m in METHODS]
 
 
-def _cfg(tmp_path, *extra, config="configs/compare_digits.yaml"):
+def _cfg(tmp_path, *extra, config=CONFIGS / "compare_digits.yaml"):
     return load_config(config, [*TINY, f"output_dir={tmp_path}", *extra])
 
 
@@ -117,7 +119,7 @@ def test_resume_after_interruption_matches(digits_run, tmp_path):
 
 def test_regression_toy_end_to_end(tmp_path):
     cfg = load_config(
-        "configs/regression_toy.yaml",
+        CONFIGS / "regression_toy.yaml",
         [
             "model.hidden=[16]",
             "train.epochs=2",
@@ -146,7 +148,7 @@ def test_regression_toy_end_to_end(tmp_path):
 def test_other_configs_smoke(config, tmp_path):
     only_mc = [f"methods.{m}.enabled={m == 'mc'}" for m in METHODS]
     cfg = load_config(
-        f"configs/{config}.yaml",
+        CONFIGS / f"{config}.yaml",
         [*only_mc, "data.max_examples=300", "model.hidden=[8]", "train.epochs=1",
          "methods.mc.num_samples=2", "seeds=[0]", "plots=false", "progress=false",
          f"output_dir={tmp_path}"],
