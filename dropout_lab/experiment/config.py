@@ -12,6 +12,7 @@ import math
 import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -213,6 +214,30 @@ class ExperimentConfig:
     progress: bool = True
 
 
+def merge_config(schema: type, path: str | pathlib.Path | None, overrides: Sequence[str]) -> Any:
+    """Merges ``schema``'s defaults, the YAML file and ``key=value`` overrides.
+
+    Raises:
+      ConfigError: missing file, malformed override, unknown key or wrong type; the
+        message names the key.
+    """
+    try:
+        layers = [OmegaConf.structured(schema)]
+        if path is not None:
+            path = pathlib.Path(path)
+            if not path.is_file():
+                raise ConfigError(f"config file {str(path)!r} does not exist.")
+            layers.append(OmegaConf.load(path))
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form key=value.")
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.merge(*layers)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        raise ConfigError(f"config key {key!r}: {str(err).splitlines()[0]}") from err
+
+
 def load_config(
     path: str | pathlib.Path | None = None,
     overrides: Sequence[str] = (),
@@ -235,21 +260,8 @@ def load_config(
       ConfigError: missing file, unknown key, wrong type or impossible value; the
         message names the key.
     """
-    try:
-        layers = [OmegaConf.structured(schema)]
-        if path is not None:
-            path = pathlib.Path(path)
-            if not path.is_file():
-                raise ConfigError(f"config file {str(path)!r} does not exist.")
-            layers.append(OmegaConf.load(path))
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} is not of the form key=value.")
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
-        cfg = OmegaConf.merge(*layers)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None)
-        raise ConfigError(f"config key {key!r}: {str(err).splitlines()[0]}") from err
+    cfg = merge_config(schema, path, overrides)
+    path = pathlib.Path(path) if path is not None else None
     if not cfg.name:
         cfg.name = path.stem if path is not None else "experiment"
     validate(cfg)

@@ -11,10 +11,7 @@ import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from dropout_lab.experiment.config import ConfigError, _check_range, _fail
+from dropout_lab.experiment.config import _check_range, _fail, merge_config
 
 
 @dataclass
@@ -142,21 +139,7 @@ def load_theory_config(
       ConfigError: missing file, unknown key, wrong type or impossible value; the
         message names the key.
     """
-    try:
-        layers = [OmegaConf.structured(TheoryChecksConfig)]
-        if path is not None:
-            path = pathlib.Path(path)
-            if not path.is_file():
-                raise ConfigError(f"config file {str(path)!r} does not exist.")
-            layers.append(OmegaConf.load(path))
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} is not of the form key=value.")
-        layers.append(OmegaConf.from_cli(list(overrides)))
-        cfg = OmegaConf.merge(*layers)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None)
-        raise ConfigError(f"config key {key!r}: {getattr(err, 'msg', err)}") from err
+    cfg = merge_config(TheoryChecksConfig, path, overrides)
     validate_theory_config(cfg)
     return cfg  # type: ignore[return-value]
 
