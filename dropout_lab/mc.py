@@ -29,6 +29,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
 from dropout_lab import _checks
@@ -90,6 +92,23 @@ def _compose(fn: Callable, transform: Callable | None) -> Callable:
     return lambda k: transform(fn(k))
 
 
+def _shard_samples(tree: Any, sharding: Any, lead: int) -> Any:
+    """Constrains axis ``lead`` of every leaf to ``sharding``'s one sample-axis entry."""
+    if sharding is None:
+        return tree
+    if isinstance(sharding, NamedSharding):
+        spec = sharding.spec
+        out: Any = NamedSharding(sharding.mesh, P(*([None] * lead), *spec))
+    elif isinstance(sharding, P):
+        spec = sharding
+        out = P(*([None] * lead), *spec)
+    else:
+        raise TypeError(f"sharding must be a NamedSharding or a PartitionSpec, got {sharding!r}.")
+    if len(spec) != 1:
+        raise ValueError(f"sharding must name the sample axis only (one entry), got {spec}.")
+    return jax.lax.with_sharding_constraint(tree, out)
+
+
 def sample(
     fn: Callable[[jax.Array], Any],
     key: ArrayLike,
@@ -97,6 +116,7 @@ def sample(
     *,
     chunk_size: int | None = None,
     transform: Callable[[Any], Any] | None = None,
+    sharding: NamedSharding | P | None = None,
 ) -> Any:
     r"""Stacks ``num_samples`` stochastic passes ``transform(fn(k_t))``.
 
@@ -117,6 +137,12 @@ def sample(
     looped runs. Contractions (matmuls) agree to float rounding only: XLA may pick a
     different kernel for a different batch size (measured on CPU: a few ulp).
 
+    With ``sharding`` the passes are spread over devices: the keys and the stacked
+    outputs are constrained to it along the sample axis (with ``chunk_size``, each
+    chunk is spread, so make ``chunk_size`` a multiple of the axis size). Each
+    device draws its own passes' masks; pass ``t`` still gets key ``t``, so the
+    samples are the ones of the unsharded call.
+
     Args:
       fn: function of one PRNG key returning an array or pytree, e.g.
         ``lambda k: model.apply(params, x, deterministic=False, rngs={"dropout": k})``.
@@ -125,12 +151,18 @@ def sample(
       num_samples: number of passes ``T`` (a Python int).
       chunk_size: passes evaluated together (a Python int); ``None`` runs all at once.
       transform: applied to each pass before stacking, e.g. ``jax.nn.softmax``.
+      sharding: how to spread the sample axis over a mesh: a ``NamedSharding`` with
+        one spec entry, e.g. ``NamedSharding(mesh, P("data"))``, or a
+        ``PartitionSpec`` such as ``P("data")`` under ``jax.set_mesh(mesh)``;
+        ``None``: leave placement to the caller and XLA.
 
     Returns:
       The outputs stacked on a new leading axis: ``[num_samples, ...]`` per leaf.
 
     Raises:
-      ValueError: ``num_samples`` or ``chunk_size`` is not a positive int.
+      ValueError: ``num_samples`` or ``chunk_size`` is not a positive int, or
+        ``sharding`` has more than one spec entry.
+      TypeError: ``sharding`` is neither a ``NamedSharding`` nor a ``PartitionSpec``.
 
     References:
       Gal & Ghahramani, "Dropout as a Bayesian Approximation: Representing Model
@@ -149,13 +181,14 @@ def sample(
     keys = split_keys(key, num_samples)
     f = _compose(fn, transform)
     if chunk == num_samples:
-        return jax.vmap(f)(keys)
+        return _shard_samples(jax.vmap(f)(_shard_samples(keys, sharding, 0)), sharding, 0)
     # Every chunk has the same shape, so every pass runs the same compiled batched
     # computation as in the unchunked call (a smaller last chunk can round
     # differently); the padding passes reuse the first keys and are discarded.
     num_chunks = -(-num_samples // chunk)
     padded = jnp.concatenate([keys, keys[: num_chunks * chunk - num_samples]])
-    ys = jax.lax.map(jax.vmap(f), padded.reshape((num_chunks, chunk, *keys.shape[1:])))
+    padded = _shard_samples(padded.reshape((num_chunks, chunk, *keys.shape[1:])), sharding, 1)
+    ys = _shard_samples(jax.lax.map(jax.vmap(f), padded), sharding, 1)
     return jax.tree.map(lambda y: y.reshape((-1, *y.shape[2:]))[:num_samples], ys)
 
 

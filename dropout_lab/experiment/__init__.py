@@ -12,18 +12,21 @@ from dropout_lab.experiment.config import (
     validate,
 )
 from dropout_lab.experiment.data import DataError, Dataset, load_dataset
-from dropout_lab.experiment.model import MLP
+from dropout_lab.experiment.model import CNN, MLP, RecurrentNet, build_model
 from dropout_lab.experiment.run import run_dir, run_experiment
 from dropout_lab.experiment.train import RunKeys, Trainer, compile_forward, make_optimizer
 
 __all__ = [
+    "CNN",
     "MLP",
     "ConfigError",
     "DataError",
     "Dataset",
     "ExperimentConfig",
+    "RecurrentNet",
     "RunKeys",
     "Trainer",
+    "build_model",
     "compile_forward",
     "enabled_methods",
     "load_config",

@@ -22,7 +22,20 @@ TASKS = ("auto", "classification", "regression")
 OOD_KINDS = ("none", "held_out_classes", "noise", "permuted")
 ACTIVATIONS = ("relu", "gelu", "tanh", "elu", "silu")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-METHODS = ("none", "classic", "inverted", "rdrop", "mc", "dropconnect", "gaussian")
+METHODS = (
+    "none", "classic", "inverted", "rdrop", "mc", "dropconnect", "gaussian",
+    "channel", "dropblock", "locked", "zoneout", "concrete",
+)  # fmt: skip
+ARCHITECTURES = ("mlp", "cnn", "gru", "lstm")
+# Architectures each method's dropout layers fit (the rest: every architecture).
+METHOD_ARCHITECTURES = {
+    "dropconnect": ("mlp",),
+    "channel": ("cnn",),
+    "dropblock": ("cnn",),
+    "locked": ("gru", "lstm"),
+    "zoneout": ("gru", "lstm"),
+    "concrete": ("mlp",),
+}
 
 
 class ConfigError(ValueError):
@@ -79,15 +92,30 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """MLP architecture shared by every method.
+    """Architecture shared by every method.
 
     Attributes:
-      hidden: widths of the hidden layers.
+      architecture: one of ``ARCHITECTURES``: ``mlp``, ``cnn`` (convolutions, then a
+        dense head) or ``gru``/``lstm`` (stacked recurrent layers read out at the last
+        step, then a dense head).
+      hidden: widths of the MLP's hidden layers; cnn/gru/lstm: of the dense head
+        (no dropout there; may be empty).
       activation: one of ``ACTIVATIONS``.
+      channels: cnn only: output channels of each convolution.
+      kernel_size: cnn only: side of the convolution kernels.
+      rnn_hidden: gru/lstm only: state size of each recurrent layer.
+      input_shape: cnn/gru/lstm: per-example shape, channels last (empty: inferred
+        from the data: a square one-channel image for cnn, e.g. digits ``[8, 8, 1]``;
+        a one-feature sequence for gru/lstm, e.g. MNIST-1D ``[40, 1]``).
     """
 
+    architecture: str = "mlp"
     hidden: list[int] = field(default_factory=lambda: [512, 512])
     activation: str = "relu"
+    channels: list[int] = field(default_factory=lambda: [16, 32])
+    kernel_size: int = 3
+    rnn_hidden: list[int] = field(default_factory=lambda: [64])
+    input_shape: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -157,6 +185,42 @@ class MCMethod:
 
 
 @dataclass
+class DropBlockMethod:
+    """DropBlock after every convolution: ``rate`` is the expected dropped fraction."""
+
+    enabled: bool = False
+    rate: float = 0.1
+    input_rate: float = 0.0
+    block_size: int = 3
+
+
+@dataclass
+class ConcreteMethod:
+    r"""Concrete dropout: the rate of every layer is learned (Gal, Hron & Kendall 2017).
+
+    The loss adds each layer's regularizer with :math:`\lambda_w = l^2 / (N\tau)` and
+    :math:`\lambda_p = 2 / (N\tau)` (:math:`N` training examples): the paper's scaling
+    for a data term that is the mean negative log-likelihood, which the regression
+    loss :math:`\tfrac12 (y - \hat y)^2` is up to the factor :math:`\tau`.
+
+    Attributes:
+      init_rate: initial rate of every layer, in (0, 1).
+      temperature: relaxation temperature.
+      length_scale: prior length-scale :math:`l`.
+      on_inputs: also a learned-rate layer on the inputs.
+      tau: noise precision :math:`\tau` of the standardized regression targets the
+        data term assumes (1 for classification: cross-entropy is the NLL).
+    """
+
+    enabled: bool = False
+    init_rate: float = 0.1
+    temperature: float = 0.1
+    length_scale: float = 1e-2
+    on_inputs: bool = False
+    tau: float = 1.0
+
+
+@dataclass
 class MethodsConfig:
     """The methods compared; each can be switched off with ``enabled: false``."""
 
@@ -167,6 +231,11 @@ class MethodsConfig:
     mc: MCMethod = field(default_factory=MCMethod)
     dropconnect: DropoutMethod = field(default_factory=lambda: DropoutMethod(enabled=False))
     gaussian: DropoutMethod = field(default_factory=lambda: DropoutMethod(enabled=False))
+    channel: DropoutMethod = field(default_factory=lambda: DropoutMethod(enabled=False))
+    dropblock: DropBlockMethod = field(default_factory=DropBlockMethod)
+    locked: DropoutMethod = field(default_factory=lambda: DropoutMethod(enabled=False))
+    zoneout: DropoutMethod = field(default_factory=lambda: DropoutMethod(enabled=False))
+    concrete: ConcreteMethod = field(default_factory=ConcreteMethod)
 
 
 @dataclass
@@ -186,6 +255,46 @@ class EvalConfig:
 
 
 @dataclass
+class MeshConfig:
+    """Device mesh of data-parallel training (``jax.sharding.Mesh``, axes ``data``, ``model``).
+
+    Attributes:
+      data: devices on the ``data`` axis, which splits each training batch, each
+        evaluation batch and (in sweeps) the grid points; ``-1``: every device left
+        after ``model``.
+      model: devices on the ``model`` axis: parameters and optimizer moments whose
+        last dimension it divides are split along that dimension (the rest are
+        replicated); ``1``: every device holds all parameters (plain data parallel).
+    """
+
+    data: int = -1
+    model: int = 1
+
+
+@dataclass
+class DistributedConfig:
+    """Multi-process setup (``jax.distributed.initialize``), one process per host.
+
+    Attributes:
+      enabled: ``true``: always initialize; ``false``: never; ``null`` (default):
+        initialize when a field below is set or the environment names a
+        multi-process job (``JAX_COORDINATOR_ADDRESS``, or SLURM / Open MPI with
+        more than one task).
+      coordinator_address: ``host:port`` of process 0 (``null``: from the
+        environment or the cluster).
+      num_processes: number of processes (``null``: from the environment).
+      process_id: this process's index (``null``: from the environment).
+      initialization_timeout: seconds to wait for every process to connect.
+    """
+
+    enabled: bool | None = None
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    initialization_timeout: int = 300
+
+
+@dataclass
 class ExperimentConfig:
     """Everything one comparison needs; saved resolved with its results.
 
@@ -198,6 +307,8 @@ class ExperimentConfig:
       train: see :class:`TrainConfig`.
       methods: see :class:`MethodsConfig`.
       eval: see :class:`EvalConfig`.
+      mesh: see :class:`MeshConfig`; ``null`` (default): one device, no mesh.
+      distributed: see :class:`DistributedConfig`.
       plots: write PNG plots.
       progress: show a rich progress bar.
     """
@@ -210,6 +321,8 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     methods: MethodsConfig = field(default_factory=MethodsConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    mesh: MeshConfig | None = None
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     plots: bool = True
     progress: bool = True
 
@@ -318,11 +431,18 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_range("data.max_examples", d.max_examples, 0)
     if d.ood == "held_out_classes" and not d.ood_classes:
         _fail("data.ood_classes", list(d.ood_classes), "ood=held_out_classes needs classes.")
-    if not m.hidden:
+    _check_choice("model.architecture", m.architecture, ARCHITECTURES)
+    if not m.hidden and m.architecture == "mlp":
         _fail("model.hidden", list(m.hidden), "needs at least one hidden layer.")
     for i, width in enumerate(m.hidden):
         _check_range(f"model.hidden[{i}]", width, 1)
     _check_choice("model.activation", m.activation, ACTIVATIONS)
+    for key in ("channels", "rnn_hidden", "input_shape"):
+        if key != "input_shape" and not getattr(m, key):
+            _fail(f"model.{key}", [], "needs at least one layer.")
+        for i, size in enumerate(getattr(m, key)):
+            _check_range(f"model.{key}[{i}]", size, 1)
+    _check_range("model.kernel_size", m.kernel_size, 1)
     _check_range("train.epochs", t.epochs, 1)
     _check_range("train.batch_size", t.batch_size, 1)
     _check_choice("train.optimizer", t.optimizer, OPTIMIZERS)
@@ -353,7 +473,21 @@ def validate(cfg: ExperimentConfig) -> None:
                     1.0,
                     high_open=True,
                 )
+        fits = METHOD_ARCHITECTURES.get(name, ARCHITECTURES)
+        if m.architecture not in fits:
+            _fail(
+                f"methods.{name}.enabled",
+                True,
+                f"method {name!r} does not fit model.architecture={m.architecture!r} "
+                f"(it needs one of {fits}).",
+            )
     _check_range("methods.rdrop.alpha", cfg.methods.rdrop.alpha, 0.0)
+    _check_range("methods.dropblock.block_size", cfg.methods.dropblock.block_size, 1)
+    c = cfg.methods.concrete
+    _check_range("methods.concrete.init_rate", c.init_rate, 0.0, 1.0, low_open=True, high_open=True)
+    _check_range("methods.concrete.temperature", c.temperature, 0.0, low_open=True)
+    _check_range("methods.concrete.length_scale", c.length_scale, 0.0)
+    _check_range("methods.concrete.tau", c.tau, 0.0, low_open=True)
     _check_range("methods.mc.num_samples", cfg.methods.mc.num_samples, 1)
     if cfg.methods.mc.chunk_size is not None:
         _check_range("methods.mc.chunk_size", cfg.methods.mc.chunk_size, 1)
@@ -362,3 +496,15 @@ def validate(cfg: ExperimentConfig) -> None:
         _fail("eval.tau_grid", [], "needs at least one precision.")
     for i, tau in enumerate(cfg.eval.tau_grid):
         _check_range(f"eval.tau_grid[{i}]", tau, 0.0, low_open=True)
+    if cfg.mesh is not None:
+        if cfg.mesh.data != -1:
+            _check_range("mesh.data", cfg.mesh.data, 1)
+        _check_range("mesh.model", cfg.mesh.model, 1)
+    dist = cfg.distributed
+    if dist.num_processes is not None:
+        _check_range("distributed.num_processes", dist.num_processes, 1)
+    if dist.process_id is not None:
+        _check_range("distributed.process_id", dist.process_id, 0)
+        if dist.num_processes is not None and dist.process_id >= dist.num_processes:
+            _fail("distributed.process_id", dist.process_id, "must be < num_processes.")
+    _check_range("distributed.initialization_timeout", dist.initialization_timeout, 1)

@@ -47,6 +47,9 @@ def table(summary: dict[str, dict], task: str) -> str:
     """Markdown table: one row per method, ``mean ± se`` per column."""
     columns = CLASSIFICATION_COLUMNS if task == "classification" else REGRESSION_COLUMNS
     present = [c for c in columns if any(c[0] in s for s in summary.values())]
+    # Concrete dropout's learned rates, one column per layer.
+    learned = sorted({k for s in summary.values() for k in s if k.startswith("learned_rate_")})
+    present[-1:-1] = [(k, k.replace("_", " "), "{:.3f}") for k in learned]
     lines = [
         "| method | " + " | ".join(h for _, h, _ in present) + " |",
         "|---|" + "---:|" * len(present),

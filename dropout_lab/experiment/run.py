@@ -25,9 +25,10 @@ from collections.abc import Callable
 import numpy as np
 from omegaconf import OmegaConf
 
-from dropout_lab.experiment import evaluate, report
+from dropout_lab.experiment import distributed, evaluate, report
 from dropout_lab.experiment.config import ExperimentConfig, enabled_methods, to_yaml
 from dropout_lab.experiment.data import TOY_PLOT_RANGE, Dataset, load_dataset, toy_function
+from dropout_lab.experiment.model import describe, learned_rates
 from dropout_lab.experiment.train import RunKeys, Trainer
 
 
@@ -46,6 +47,8 @@ def fingerprint(cfg: ExperimentConfig, method: str) -> str:
 
 
 def _write_atomic(path: pathlib.Path, text: str) -> None:
+    if not distributed.is_primary():  # several hosts: process 0 writes the outputs
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
@@ -80,10 +83,12 @@ def run_one(
         if trainer.cfg.data.name == "toy":
             grid = np.linspace(*TOY_PLOT_RANGE, 241)
         metrics, arrays = evaluate.regression(trainer, state["params"], keys, grid)
+    metrics.update(learned_rates(state["params"]))
     metrics["seconds_per_epoch"] = timing["seconds_per_epoch"]
     result = {"metrics": metrics, "history": history, "timing": timing}
-    result_path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(result_path.with_suffix(".npz"), **arrays)
+    if distributed.is_primary():
+        result_path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(result_path.with_suffix(".npz"), **arrays)
     _write_atomic(result_path, json.dumps(result, indent=1))
     return result
 
@@ -107,11 +112,11 @@ def run_experiment(
       The content of ``metrics.json``: ``task``, ``per_seed``, ``summary``,
       ``timing`` and ``table``.
     """
+    distributed.initialize(cfg.distributed)  # before anything touches a device
     data = data if data is not None else load_dataset(cfg.data)
     methods = enabled_methods(cfg)
     folder = run_dir(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(to_yaml(cfg))
+    _write_atomic(folder / "config.yaml", to_yaml(cfg))
     per_seed: dict[str, dict] = {}
     histories: dict[str, list] = {}
     timing: dict[str, dict] = {}
@@ -134,8 +139,9 @@ def run_experiment(
             if seed == cfg.seeds[0]:
                 histories[method] = result["history"]
                 timing[method] = result["timing"]
-                with np.load(folder / "results" / tag / f"seed_{seed}.npz") as z:
-                    arrays[method] = dict(z)
+                if distributed.is_primary():
+                    with np.load(folder / "results" / tag / f"seed_{seed}.npz") as z:
+                        arrays[method] = dict(z)
     summary = {m: report.summarize(s) for m, s in per_seed.items()}
     text = report.table(summary, data.task)
     out = {
@@ -152,10 +158,10 @@ def run_experiment(
     header = (
         f"# {cfg.name}\n\nmean ± standard error over seeds {list(cfg.seeds)}; "
         f"data `{cfg.data.name}` ({len(data.x_train)} train / {len(data.x_test)} test), "
-        f"MLP {list(cfg.model.hidden)}, {cfg.train.epochs} epochs.\n\n"
+        f"{describe(cfg.model)}, {cfg.train.epochs} epochs.\n\n"
     )
     _write_atomic(folder / "results.md", header + text)
-    if cfg.plots:
+    if cfg.plots and distributed.is_primary():
         _plots(cfg, data, folder, histories, arrays)
     return out
 

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dropout_lab.experiment import evaluate, report
+from dropout_lab.experiment import distributed, evaluate, report
 from dropout_lab.experiment.data import Dataset, load_dataset
 from dropout_lab.experiment.run import _write_atomic, run_dir
 from dropout_lab.experiment.sweep_config import SweepConfig
@@ -141,19 +141,37 @@ def with_hyperparameters(
 
 
 def _grid_program(trainer: Trainer, num_steps: int, vary_wd: bool) -> Callable:
-    """``jit(vmap(scan(step)))`` over grid points: the trainer's chunk, vmapped."""
+    """``jit(scan(vmap(step)))`` over grid points: the trainer's chunk, vmapped per step.
 
-    def one(state, x_all, y_all, data_key, dropout_key, rate, input_rate, alpha, wd):
+    All points of a chunk start at the same step, so the step counter stays unbatched
+    and each epoch's permutations are drawn under a real ``lax.cond`` once per epoch
+    (vmapping the whole scan would batch the predicate, turning the cond into a
+    select that sorts on every step).
+    """
+    perms_of = jax.vmap(trainer.epoch_permutation, in_axes=(0, None))
+    spe = trainer.steps_per_epoch
+
+    def one(state, x, y, key, rate, input_rate, alpha, wd):
         t = with_hyperparameters(trainer, alpha=alpha, weight_decay=wd if vary_wd else None)
+        return t.step(state, x, y, key, rate, input_rate)
 
-        def body(state, _):
-            idx = trainer.batch_indices(data_key, state["step"])
-            key = jax.random.fold_in(dropout_key, state["step"])
-            return t.step(state, x_all[idx], y_all[idx], key, rate, input_rate)
+    def chunk(states, x_all, y_all, data_keys, dropout_keys, *hyper):
+        def body(carry, _):
+            states, perms, step = carry
+            perms = jax.lax.cond(
+                step % spe == 0, lambda: perms_of(data_keys, step // spe), lambda: perms
+            )
+            idx = jax.vmap(trainer.batch_rows, in_axes=(0, None))(perms, step)
+            keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(dropout_keys, step)
+            states, loss = jax.vmap(one)(states, x_all[idx], y_all[idx], keys, *hyper)
+            return (states, perms, step + 1), loss
 
-        return jax.lax.scan(body, state, None, length=num_steps)
+        step = states["step"][0]
+        carry = (states, perms_of(data_keys, step // spe), step)
+        (states, _, _), losses = jax.lax.scan(body, carry, None, length=num_steps)
+        return states, losses.T
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None, None, 0, 0, 0, 0, 0, 0)))
+    return jax.jit(chunk)
 
 
 def _stack_keys(seeds: Sequence[int]) -> RunKeys:
@@ -211,7 +229,11 @@ def train_grid(
       input_rate: input dropout rate of every point.
       chunk_size: points per compiled program (``None``: all at once). The last
         chunk is padded with copies of its first point, so every chunk runs the same
-        program; the padding is discarded.
+        program; the padding is discarded. With a mesh (``trainer.mesh``, from the
+        config's ``mesh`` section) each chunk's points are split over all its
+        devices, every device training its own points; chunks are padded to a
+        multiple of the device count. Each point's result is the same as without
+        a mesh (see ``tests/sharding``).
       on_progress: ``on_progress(points_done_steps, total_point_steps)`` after each
         ``eval_every`` steps of a chunk.
 
@@ -221,6 +243,9 @@ def train_grid(
     points = list(points)
     num = len(points)
     size = num if chunk_size is None else min(int(chunk_size), num)
+    mesh = trainer.mesh
+    if mesh is not None:
+        size = -(-size // mesh.size) * mesh.size
     vary_wd = any(p.weight_decay is not None for p in points)
     total, period = trainer.total_steps, trainer.eval_every
     start_time = time.perf_counter()
@@ -237,6 +262,12 @@ def train_grid(
             jnp.asarray([p.alpha for p in padded], jnp.float32),
             jnp.asarray([p.weight_decay or 0.0 for p in padded], jnp.float32),
         ]
+        if mesh is not None:
+            on_grid = distributed.grid_sharding(mesh)
+            state, hyper = distributed.put((state, hyper), on_grid)
+            keys = RunKeys(
+                *distributed.put((keys.init, keys.data, keys.dropout, keys.eval), on_grid)
+            )
         chunk_losses = []
         step = 0
         while step < total:
@@ -247,7 +278,7 @@ def train_grid(
             state, loss = _PROGRAMS[name](
                 state, trainer.x_train, trainer.y_train, keys.data, keys.dropout, *hyper
             )
-            chunk_losses.append(np.asarray(loss).mean(axis=1))
+            chunk_losses.append(distributed.fetch(loss).mean(axis=1))
             step += n
             if on_progress is not None:
                 on_progress(done + len(chunk) * step, num * total)
@@ -441,6 +472,7 @@ def run_sweep(
     """
     from dropout_lab.experiment.config import to_yaml
 
+    distributed.initialize(cfg.distributed)  # before anything touches a device
     data = data if data is not None else load_dataset(cfg.data)
     folder = run_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
@@ -495,7 +527,7 @@ def run_sweep(
     )
     best_text = "\n\n## Best rate per metric\n\n" + "\n".join(best_lines) + "\n"
     _write_atomic(folder / "sweep.md", header + table + best_text)
-    if cfg.plots:
+    if cfg.plots and distributed.is_primary():
         _sweep_plots(summary, best, data.task, folder)
     return out
 
@@ -674,6 +706,7 @@ def run_mc_sweep(
     """
     from dropout_lab.experiment.config import to_yaml
 
+    distributed.initialize(cfg.distributed)  # before anything touches a device
     data = data if data is not None else load_dataset(cfg.data)
     if data.task != "classification":
         raise ValueError("the MC sweep scores classifiers; data.task is regression.")
@@ -807,7 +840,7 @@ def run_mc_sweep(
         f"| rate | slope |\n|---|---:|\n{slope_lines}\n"
     )
     _write_atomic(folder / "mc_sweep.md", text)
-    if cfg.plots:
+    if cfg.plots and distributed.is_primary():
         _mc_plots(summary_t, by_rate, spread_summary, slopes, best, t_max, folder)
     return out
 

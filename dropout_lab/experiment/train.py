@@ -20,10 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from dropout_lab.experiment.config import ExperimentConfig, TrainConfig
+from dropout_lab.experiment import distributed
+from dropout_lab.experiment.config import ConfigError, ExperimentConfig, TrainConfig
 from dropout_lab.experiment.data import Dataset
-from dropout_lab.experiment.model import METHOD_VARIANT, MLP
+from dropout_lab.experiment.model import build_model, learned_rates
 
 # XLA:CPU in jax 0.10 can fuse a deterministic MLP forward over >= 1024 rows into a
 # library call ~15x slower than plain dots; evaluation forwards use this option.
@@ -73,12 +76,14 @@ class RunKeys:
 
 
 class Trainer:
-    """Trains and evaluates one method's MLP; reusable across seeds (compiles once).
+    """Trains and evaluates one method's model; reusable across seeds (compiles once).
 
     Args:
       cfg: the experiment config.
-      method: a key of ``METHOD_VARIANT`` (``none``, ``classic``, ``inverted``,
-        ``rdrop``, ``mc``, ``dropconnect``, ``gaussian``).
+      method: a key of ``dropout_lab.experiment.model.METHOD_VARIANT`` (``none``,
+        ``classic``, ``inverted``, ``rdrop``, ``mc``, ``dropconnect``, ``gaussian``,
+        ``channel``, ``dropblock``, ``locked``, ``zoneout``, ``concrete``); the model
+        is ``cfg.model.architecture``'s (:func:`~dropout_lab.experiment.model.build_model`).
       data: the split data set.
     """
 
@@ -89,11 +94,12 @@ class Trainer:
         self.rate = float(getattr(mcfg, "rate", 0.0))
         self.input_rate = float(getattr(mcfg, "input_rate", 0.0))
         self.alpha = float(getattr(mcfg, "alpha", 0.0))
-        self.model = MLP(
-            hidden=tuple(cfg.model.hidden),
-            out_features=data.num_classes if self.task == "classification" else 1,
-            activation=cfg.model.activation,
-            variant=METHOD_VARIANT[method],
+        self.model = build_model(
+            cfg,
+            method,
+            data.num_features,
+            data.num_classes if self.task == "classification" else 1,
+            len(data.x_train),
         )
         self.tx = make_optimizer(cfg.train)
         n = len(data.x_train)
@@ -103,6 +109,13 @@ class Trainer:
         self.eval_every = cfg.train.eval_every or self.steps_per_epoch
         self.x_train = jnp.asarray(data.x_train)
         self.y_train = jnp.asarray(data.y_train)
+        # A ``mesh`` config splits batches over its ``data`` axis (distributed.py).
+        self.mesh = distributed.make_mesh(cfg.mesh)
+        if self.mesh is not None:
+            self._check_mesh()
+            self.x_train, self.y_train = distributed.put(
+                (self.x_train, self.y_train), NamedSharding(self.mesh, P())
+            )
         # Compiled programs are shared by every Trainer with the same program key
         # (e.g. ``mc`` reuses ``inverted``'s training step; reruns compile nothing).
         t = cfg.train
@@ -115,6 +128,7 @@ class Trainer:
             self.steps_per_epoch,
             self.x_train.shape,
             t.eval_batch_size,
+            self.mesh,
         )
         self._compiled = _PROGRAMS.setdefault(self.program_key, {})
 
@@ -146,9 +160,19 @@ class Trainer:
             # the scale of the other methods' regression loss.
             return 0.25 * losses.rdrop_regression(out_a[:, 0], out_b[:, 0], y, alpha=self.alpha)
         rngs = {"dropout": key}
+        if self.method == "concrete":
+            # The data loss is a mean over examples: the sown regularizers carry 1/N.
+            out, sown = self.model.apply(
+                {"params": params}, x, rate, input_rate,
+                deterministic=False, rngs=rngs, mutable=["losses"],
+            )  # fmt: skip
+            return self._data_loss(out, y) + sum(jax.tree.leaves(sown))
         out = self.model.apply(
             {"params": params}, x, rate, input_rate, deterministic=False, rngs=rngs
         )
+        return self._data_loss(out, y)
+
+    def _data_loss(self, out: jax.Array, y: jax.Array) -> jax.Array:
         if self.task == "classification":
             return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
         return 0.5 * jnp.mean((out[:, 0] - y) ** 2)
@@ -160,24 +184,45 @@ class Trainer:
         params = optax.apply_updates(state["params"], updates)
         return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss
 
-    def batch_indices(self, data_key: jax.Array, step: jax.Array) -> jax.Array:
-        """Rows of global step ``step``: slice ``step % spe`` of epoch ``step // spe``."""
-        n, b = self.x_train.shape[0], self.batch_size
-        epoch, i = step // self.steps_per_epoch, step % self.steps_per_epoch
+    def epoch_permutation(self, data_key: jax.Array, epoch: jax.Array) -> jax.Array:
+        """Row order ``[n]`` of epoch ``epoch``: drawn from ``fold_in(data_key, epoch)``."""
+        n = self.x_train.shape[0]
         # argsort of random bits: a uniform permutation (ties have probability
         # ~n^2/2^33), and much cheaper to compile than jax.random.permutation.
-        perm = jnp.argsort(jax.random.bits(jax.random.fold_in(data_key, epoch), (n,)))
-        return jax.lax.dynamic_slice_in_dim(perm, i * b, b)
+        return jnp.argsort(jax.random.bits(jax.random.fold_in(data_key, epoch), (n,)))
+
+    def next_permutation(self, data_key: jax.Array, step: jax.Array, perm: jax.Array):
+        """``perm``, or the new epoch's permutation when ``step`` starts an epoch.
+
+        The sort runs once per epoch under ``lax.cond``, not once per step: on CPU a
+        1257-row argsort costs more than a whole step of a 256-wide MLP.
+        """
+        spe = self.steps_per_epoch
+        return jax.lax.cond(
+            step % spe == 0, lambda: self.epoch_permutation(data_key, step // spe), lambda: perm
+        )
+
+    def batch_rows(self, perm: jax.Array, step: jax.Array) -> jax.Array:
+        """Rows of global step ``step`` from its epoch's permutation: slice ``step % spe``."""
+        b = self.batch_size
+        return jax.lax.dynamic_slice_in_dim(perm, (step % self.steps_per_epoch) * b, b)
 
     def _chunk_fn(self, num_steps: int) -> Callable:
         @jax.jit
         def chunk(state, x_all, y_all, data_key, dropout_key, rate, input_rate):
-            def body(state, _):
-                idx = self.batch_indices(data_key, state["step"])
-                key = jax.random.fold_in(dropout_key, state["step"])
-                return self.step(state, x_all[idx], y_all[idx], key, rate, input_rate)
+            def body(carry, _):
+                state, perm = carry
+                step = state["step"]
+                perm = self.next_permutation(data_key, step, perm)
+                idx = self.batch_rows(perm, step)
+                key = jax.random.fold_in(dropout_key, step)
+                x, y = self.shard_rows((x_all[idx], y_all[idx]))
+                state, loss = self.step(state, x, y, key, rate, input_rate)
+                return (self.shard_state(state), perm), loss
 
-            return jax.lax.scan(body, state, None, length=num_steps)
+            perm = self.epoch_permutation(data_key, state["step"] // self.steps_per_epoch)
+            (state, _), losses = jax.lax.scan(body, (state, perm), None, length=num_steps)
+            return state, losses
 
         return chunk
 
@@ -187,7 +232,7 @@ class Trainer:
         if name not in self._compiled:
             self._compiled[name] = self._chunk_fn(num_steps)
         return self._compiled[name](
-            state,
+            self.place(state),
             self.x_train,
             self.y_train,
             keys.data,
@@ -195,6 +240,44 @@ class Trainer:
             jnp.float32(self.rate),
             jnp.float32(self.input_rate),
         )
+
+    # --------------------------------------------------------------------- mesh
+    def _check_mesh(self) -> None:
+        data = self.mesh.shape["data"]
+        for key, size in (
+            ("train.batch_size", self.batch_size),
+            ("train.eval_batch_size", self.cfg.train.eval_batch_size),
+        ):
+            if size % data:
+                raise ConfigError(
+                    f"config key {key!r} = {size}: must be a multiple of the mesh's "
+                    f"data axis ({data} devices)."
+                )
+
+    def shard_rows(self, tree):
+        """Inside jit: rows (axis 0) of every leaf split over the mesh's ``data`` axis."""
+        if self.mesh is None:
+            return tree
+        return jax.lax.with_sharding_constraint(tree, distributed.batch_sharding(self.mesh))
+
+    def shard_state(self, tree):
+        """Inside jit: parameters and optimizer state replicated (or split over ``model``)."""
+        if self.mesh is None:
+            return tree
+        return jax.lax.with_sharding_constraint(tree, distributed.state_shardings(self.mesh, tree))
+
+    def place(self, tree):
+        """Outside jit: puts a state or parameters on the mesh as :meth:`shard_state` does."""
+        if self.mesh is None:
+            return tree
+        return distributed.put(tree, distributed.state_shardings(self.mesh, tree))
+
+    def _example_rows(self, shape: tuple[int, ...]):
+        """Evaluation rows to compile for: split over ``data`` when there is a mesh."""
+        if self.mesh is None:
+            return jnp.zeros(shape)
+        sharding = distributed.batch_sharding(self.mesh)
+        return jax.ShapeDtypeStruct(shape, jnp.float32, sharding=sharding)
 
     # --------------------------------------------------------------- prediction
     def _batched(self, fn: Callable, x: np.ndarray) -> np.ndarray:
@@ -204,12 +287,13 @@ class Trainer:
         for i, start in enumerate(range(0, len(x), b)):
             rows = x[start : start + b]
             pad = np.zeros((b - len(rows), x.shape[1]), np.float32)
-            out = np.asarray(fn(i, np.concatenate([rows, pad])))
+            out = distributed.fetch(fn(i, np.concatenate([rows, pad])))
             outs.append(out[..., : len(rows), :])
         return np.concatenate(outs, axis=-2)
 
     def predict(self, params, x: np.ndarray) -> np.ndarray:
         """Deterministic outputs ``[n, out]`` (classic dropout scales by keep here)."""
+        params = self.place(params)
         if "forward" not in self._compiled:
 
             def forward(params, rows, rate, input_rate):
@@ -217,7 +301,7 @@ class Trainer:
 
             b = self.cfg.train.eval_batch_size
             self._compiled["forward"] = compile_forward(
-                forward, params, jnp.zeros((b, x.shape[1])), jnp.float32(0), jnp.float32(0)
+                forward, params, self._example_rows((b, x.shape[1])), jnp.float32(0), jnp.float32(0)
             )
         f = self._compiled["forward"]
         rate, input_rate = jnp.float32(self.rate), jnp.float32(self.input_rate)
@@ -225,6 +309,7 @@ class Trainer:
 
     def predict_mc(self, params, x: np.ndarray, key: jax.Array) -> np.ndarray:
         """``num_samples`` stochastic passes ``[T, n, out]`` (softmax for classification)."""
+        params = self.place(params)
         from dropout_lab import mc
 
         mcfg = self.cfg.methods.mc
@@ -248,7 +333,12 @@ class Trainer:
 
             b = self.cfg.train.eval_batch_size
             self._compiled[name] = compile_forward(
-                forward, params, jnp.zeros((b, x.shape[1])), key, jnp.float32(0), jnp.float32(0)
+                forward,
+                params,
+                self._example_rows((b, x.shape[1])),
+                key,
+                jnp.float32(0),
+                jnp.float32(0),
             )
         f = self._compiled[name]
         rate, input_rate = jnp.float32(self.rate), jnp.float32(self.input_rate)
@@ -258,8 +348,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ fitting
     def curve_point(self, params) -> dict[str, float]:
-        """Train and test loss / accuracy (or RMSE) of the deterministic network."""
-        out: dict[str, float] = {}
+        """Train and test loss / accuracy (or RMSE) of the deterministic network.
+
+        Concrete dropout adds its learned rates (``learned_rate_<i>``).
+        """
+        out: dict[str, float] = learned_rates(params)
         for split, x, y in (
             ("train", self.data.x_train, self.data.y_train),
             ("test", self.data.x_test, self.data.y_test),
@@ -302,7 +395,7 @@ class Trainer:
           (seconds per epoch: median over chunks, so compilation is left out).
         """
         keys = RunKeys.from_seed(seed)
-        state = self.init(keys)
+        state = self.place(self.init(keys))
         history: list[dict] = []
         chunk_seconds: list[float] = []
         manager = None
@@ -320,7 +413,7 @@ class Trainer:
             num = min(self.eval_every - step % self.eval_every, self.total_steps - step)
             start = time.perf_counter()
             state, losses = self.train_chunk(state, keys, num)
-            losses = np.asarray(losses)
+            losses = distributed.fetch(losses)
             chunk_seconds.append([time.perf_counter() - start, num])
             step = int(state["step"])
             point = {

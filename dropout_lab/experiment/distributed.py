@@ -1,0 +1,194 @@
+"""Scaling out: the device mesh of the experiment trainer, and multi-host setup.
+
+A config's ``mesh`` section (:class:`~dropout_lab.experiment.config.MeshConfig`)
+becomes a ``jax.sharding.Mesh`` with axes ``("data", "model")`` (:func:`make_mesh`).
+The trainer splits every batch over ``data`` and keeps the parameters replicated, or
+split along their last dimension over ``model`` (:func:`param_sharding`); sweeps
+split their grid points over all the mesh's devices. Dropout masks are the same bits
+on any mesh (``jax_threefry_partitionable``, JAX's default), so only reductions
+(the batch mean of the loss, gradient sums) may round differently.
+
+Several hosts: :func:`initialize` calls ``jax.distributed.initialize`` from the
+config's ``distributed`` section or the environment, before anything touches a
+device. Every process then runs the same program on the global mesh; every process
+loads the (small, in-memory) data set whole and each device gathers its own rows of
+each batch on the device, so no host ever sends a batch. Loops over data too big for
+one host load only their rows (:func:`process_rows`) and assemble the global batch
+with :func:`global_batch`. Results are fetched with :func:`fetch` (an all-gather
+across processes) and written by process 0 only (:func:`is_primary`); orbax
+checkpoints are saved by every process together (each writes the shards it owns,
+process 0 the metadata), so the run folder must be on a file system all hosts share.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from dropout_lab.experiment.config import ConfigError, DistributedConfig, MeshConfig
+
+MESH_AXES = ("data", "model")
+
+# Environment variables that name a multi-process job, with the variable holding the
+# number of processes (None: its presence alone). Those JAX itself reads or detects.
+_JOB_ENV = (
+    ("JAX_COORDINATOR_ADDRESS", None),
+    ("SLURM_NTASKS", "SLURM_NTASKS"),
+    ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_SIZE"),
+)
+
+
+def initialize_kwargs(
+    cfg: DistributedConfig, environ: Mapping[str, str] | None = None
+) -> dict[str, Any] | None:
+    """Arguments of ``jax.distributed.initialize`` for ``cfg``, or ``None`` (one process).
+
+    Unset fields stay ``None``: JAX fills them from ``JAX_COORDINATOR_ADDRESS`` or the
+    cluster it detects (SLURM, Open MPI, Kubernetes, Cloud TPU).
+
+    Args:
+      cfg: the config's ``distributed`` section.
+      environ: environment variables (default ``os.environ``).
+
+    Returns:
+      Keyword arguments, or ``None`` when this is a single-process run.
+    """
+    environ = os.environ if environ is None else environ
+    if cfg.enabled is False:
+        return None
+    explicit = (cfg.coordinator_address, cfg.num_processes, cfg.process_id)
+    if cfg.enabled is None and all(v is None for v in explicit):
+        in_job = any(
+            name in environ and (count is None or int(environ[count]) > 1)
+            for name, count in _JOB_ENV
+        )
+        if not in_job:
+            return None
+    return {
+        "coordinator_address": cfg.coordinator_address,
+        "num_processes": cfg.num_processes,
+        "process_id": cfg.process_id,
+        "initialization_timeout": cfg.initialization_timeout,
+    }
+
+
+def initialize(cfg: DistributedConfig, environ: Mapping[str, str] | None = None) -> bool:
+    """Starts JAX's multi-process runtime when ``cfg`` or the environment asks for it.
+
+    Call it before anything touches a device (the runners do, first thing). A second
+    call, or a call in an already initialized process, does nothing.
+
+    Returns:
+      Whether the runtime is (now) initialized.
+    """
+    if jax.distributed.is_initialized():
+        return True
+    kwargs = initialize_kwargs(cfg, environ)
+    if kwargs is None:
+        return False
+    jax.distributed.initialize(**kwargs)
+    return True
+
+
+def is_primary() -> bool:
+    """Whether this is process 0, the one that writes results."""
+    return jax.process_index() == 0
+
+
+def make_mesh(cfg: MeshConfig | None, devices: list | None = None) -> Mesh | None:
+    """The ``("data", "model")`` mesh of ``cfg`` (``None``: no mesh, one device).
+
+    Args:
+      cfg: the config's ``mesh`` section; ``data=-1`` takes every device left.
+      devices: the devices (default ``jax.devices()``, all processes').
+
+    Raises:
+      ConfigError: the mesh needs more devices than there are.
+    """
+    if cfg is None:
+        return None
+    devices = jax.devices() if devices is None else list(devices)
+    data = len(devices) // cfg.model if cfg.data == -1 else cfg.data
+    if data < 1 or data * cfg.model > len(devices):
+        raise ConfigError(
+            f"config key 'mesh' = data {cfg.data} x model {cfg.model}: needs more than "
+            f"the {len(devices)} devices there are."
+        )
+    return jax.make_mesh(
+        (data, cfg.model),
+        MESH_AXES,
+        axis_types=(AxisType.Auto,) * 2,
+        devices=devices[: data * cfg.model],
+    )
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Rows (axis 0) split over ``data``, other axes replicated."""
+    return NamedSharding(mesh, P("data"))
+
+
+def grid_sharding(mesh: Mesh) -> NamedSharding:
+    """Axis 0 (grid points, MC samples) split over every device of the mesh."""
+    return NamedSharding(mesh, P(mesh.axis_names))
+
+
+def param_sharding(mesh: Mesh, leaf: Any) -> NamedSharding:
+    """A parameter's (or optimizer moment's) sharding: last axis over ``model`` if it divides."""
+    model = mesh.shape["model"]
+    shape = np.shape(leaf)
+    if model > 1 and len(shape) >= 1 and shape[-1] % model == 0:
+        return NamedSharding(mesh, P(*([None] * (len(shape) - 1)), "model"))
+    return NamedSharding(mesh, P())
+
+
+def state_shardings(mesh: Mesh, tree: Any) -> Any:
+    """:func:`param_sharding` of every leaf of ``tree`` (parameters, optimizer state)."""
+    return jax.tree.map(lambda leaf: param_sharding(mesh, leaf), tree)
+
+
+def put(tree: Any, shardings: Any) -> Any:
+    """``jax.device_put`` that also works across processes for values every host holds.
+
+    With several processes, arrays are taken through host memory first (JAX then
+    checks that every process passes the same value).
+    """
+    if jax.process_count() > 1:
+        tree = jax.device_get(tree)
+    return jax.device_put(tree, shardings)
+
+
+def fetch(x: Any) -> np.ndarray:
+    """``np.asarray(x)``; across processes, all-gathers the shards other hosts hold."""
+    if jax.process_count() > 1 and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+def process_rows(sharding: NamedSharding, global_shape: tuple[int, ...]) -> slice:
+    """The rows (axis 0) of a global array that this process's devices hold.
+
+    A loader reads only these rows of each global batch and passes them to
+    :func:`global_batch`. With one process: every row.
+    """
+    index = sharding.addressable_devices_indices_map(tuple(global_shape)).values()
+    starts = [rows[0].indices(global_shape[0])[0] for rows in index]
+    stops = [rows[0].indices(global_shape[0])[1] for rows in index]
+    return slice(min(starts), max(stops))
+
+
+def global_batch(
+    local: np.ndarray, sharding: NamedSharding, global_shape: tuple[int, ...]
+) -> jax.Array:
+    """The global array of ``global_shape`` from each process's rows (:func:`process_rows`).
+
+    ``jax.make_array_from_process_local_data``: no host sends its rows to another.
+    """
+    return jax.make_array_from_process_local_data(sharding, local, tuple(global_shape))
