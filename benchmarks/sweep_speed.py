@@ -2,13 +2,15 @@
 
     python benchmarks/sweep_speed.py [--hidden 64,64] [--epochs 5] [--json out.json]
 
-Both contenders train the same models on the 8x8 digits with the experiment
+Three contenders train the same models on the 8x8 digits with the experiment
 trainer's step: *sequential* runs ``Trainer.train_chunk`` once per grid point (one
-compiled program, reused for every point, as ``experiments/compare.py`` does);
+compiled ``lax.scan`` over all steps, reused for every point, as
+``experiments/compare.py`` does); *per-step loop* is the common hand-written loop
+(one jitted step per Python call, the epoch's permutation drawn once per epoch);
 *vmapped* runs :func:`dropout_lab.experiment.sweep.train_grid` (one compiled program
 for all 16 points). Each is timed twice in the same process: the first call
 includes compilation, the second is the steady-state run (median of ``--repeats``).
-Prints times and the ratio sequential / vmapped per model size.
+Prints times and the ratios sequential / vmapped and per-step loop / vmapped.
 """
 
 import argparse
@@ -18,6 +20,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,6 +58,30 @@ def _sequential(trainer, points):
     return out
 
 
+def _per_step_loop(trainer, points):
+    spe = trainer.steps_per_epoch
+    if "per_step" not in trainer._compiled:
+
+        def one(state, perm, x_all, y_all, dropout_key, rate, input_rate):
+            idx = trainer.batch_rows(perm, state["step"])
+            key = jax.random.fold_in(dropout_key, state["step"])
+            return trainer.step(state, x_all[idx], y_all[idx], key, rate, input_rate)
+
+        trainer._compiled["per_step"] = (jax.jit(one), jax.jit(trainer.epoch_permutation))
+    step, permutation = trainer._compiled["per_step"]
+    out = []
+    for p in points:
+        keys = RunKeys.from_seed(p.seed)
+        state, rate, zero = trainer.init(keys), jnp.float32(p.rate), jnp.float32(0.0)
+        for i in range(trainer.total_steps):
+            if i % spe == 0:
+                perm = permutation(keys.data, i // spe)
+            state, _ = step(state, perm, trainer.x_train, trainer.y_train, keys.dropout, rate, zero)
+        out.append(state)
+    jax.block_until_ready(out)
+    return out
+
+
 def _vmapped(trainer, points):
     result = S.train_grid(trainer, points)
     jax.block_until_ready(result.states)
@@ -65,7 +92,7 @@ def bench(hidden: str, epochs: int, repeats: int) -> dict:
     cfg = _config(hidden, epochs)
     data = load_dataset(cfg.data)
     points = S.grid_points(cfg, "inverted")
-    contenders = {"sequential": _sequential, "vmapped": _vmapped}
+    contenders = {"sequential": _sequential, "per_step_loop": _per_step_loop, "vmapped": _vmapped}
     first, steady = {}, {name: [] for name in contenders}
     for name, fn in contenders.items():
         trainer = Trainer(cfg, "inverted", data)  # fresh program cache key per contender
@@ -90,6 +117,7 @@ def bench(hidden: str, epochs: int, repeats: int) -> dict:
         "run_s": run,
         "compile_s_estimate": {n: first[n] - run[n] for n in contenders},
         "ratio_run": run["sequential"] / run["vmapped"],
+        "ratio_run_per_step_loop": run["per_step_loop"] / run["vmapped"],
         "ratio_first_call": first["sequential"] / first["vmapped"],
     }
 
@@ -110,7 +138,8 @@ def main(argv=None) -> int:
         print(
             f"MLP [{hidden}] {r['points']} points x {r['steps_per_point']} steps "
             f"(batch {r['batch_size']}): run sequential {r['run_s']['sequential']:.2f} s, "
-            f"vmapped {r['run_s']['vmapped']:.2f} s -> {r['ratio_run']:.2f}x; "
+            f"vmapped {r['run_s']['vmapped']:.2f} s -> {r['ratio_run']:.2f}x; per-step loop "
+            f"{r['run_s']['per_step_loop']:.2f} s -> {r['ratio_run_per_step_loop']:.2f}x; "
             f"first call (with compile) sequential {r['first_call_s']['sequential']:.2f} s, "
             f"vmapped {r['first_call_s']['vmapped']:.2f} s -> {r['ratio_first_call']:.2f}x"
         )

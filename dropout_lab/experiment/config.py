@@ -25,6 +25,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 METHODS = (
     "none", "classic", "inverted", "rdrop", "mc", "dropconnect", "gaussian",
     "channel", "dropblock", "locked", "zoneout", "concrete",
+    "droppath", "weightdrop", "sparse_vd",
 )  # fmt: skip
 ARCHITECTURES = ("mlp", "cnn", "gru", "lstm")
 # Architectures each method's dropout layers fit (the rest: every architecture).
@@ -35,6 +36,9 @@ METHOD_ARCHITECTURES = {
     "locked": ("gru", "lstm"),
     "zoneout": ("gru", "lstm"),
     "concrete": ("mlp",),
+    "droppath": ("cnn",),
+    "weightdrop": ("gru", "lstm"),
+    "sparse_vd": ("mlp",),
 }
 
 
@@ -103,6 +107,9 @@ class ModelConfig:
       activation: one of ``ACTIVATIONS``.
       channels: cnn only: output channels of each convolution.
       kernel_size: cnn only: side of the convolution kernels.
+      residual: cnn only: the first convolution is a stem and every later one a
+        residual block ``x + branch(x)`` (its channels must equal the previous
+        ones); the ``droppath`` method drops the branches.
       rnn_hidden: gru/lstm only: state size of each recurrent layer.
       input_shape: cnn/gru/lstm: per-example shape, channels last (empty: inferred
         from the data: a square one-channel image for cnn, e.g. digits ``[8, 8, 1]``;
@@ -114,6 +121,7 @@ class ModelConfig:
     activation: str = "relu"
     channels: list[int] = field(default_factory=lambda: [16, 32])
     kernel_size: int = 3
+    residual: bool = False
     rnn_hidden: list[int] = field(default_factory=lambda: [64])
     input_shape: list[int] = field(default_factory=list)
 
@@ -221,6 +229,26 @@ class ConcreteMethod:
 
 
 @dataclass
+class SparseVDMethod:
+    r"""Sparse variational dropout (Kingma et al. 2015; Molchanov et al. 2017), MLP only.
+
+    Every dense layer has a learned per-weight noise variance
+    (:class:`dropout_lab.linen.VariationalDense`); the loss adds the approximate KL of
+    all weights times :math:`1 / N` (:math:`N` training examples: the negative ELBO
+    per example). Evaluation zeroes the weights with :math:`\log\alpha \ge`
+    ``threshold`` (the reported test metrics are the pruned network's).
+
+    Attributes:
+      log_sigma2_init: initial :math:`\log\sigma^2` of every weight.
+      threshold: pruning threshold on :math:`\log\alpha` (the paper's 3).
+    """
+
+    enabled: bool = False
+    log_sigma2_init: float = -10.0
+    threshold: float = 3.0
+
+
+@dataclass
 class MethodsConfig:
     """The methods compared; each can be switched off with ``enabled: false``."""
 
@@ -236,6 +264,9 @@ class MethodsConfig:
     locked: DropoutMethod = field(default_factory=lambda: DropoutMethod(enabled=False))
     zoneout: DropoutMethod = field(default_factory=lambda: DropoutMethod(enabled=False))
     concrete: ConcreteMethod = field(default_factory=ConcreteMethod)
+    droppath: DropoutMethod = field(default_factory=lambda: DropoutMethod(enabled=False))
+    weightdrop: DropoutMethod = field(default_factory=lambda: DropoutMethod(enabled=False))
+    sparse_vd: SparseVDMethod = field(default_factory=SparseVDMethod)
 
 
 @dataclass
@@ -481,6 +512,21 @@ def validate(cfg: ExperimentConfig) -> None:
                 f"method {name!r} does not fit model.architecture={m.architecture!r} "
                 f"(it needs one of {fits}).",
             )
+    if "droppath" in names and not m.residual:
+        _fail(
+            "methods.droppath.enabled",
+            True,
+            "drop path drops residual branches: it needs model.residual=true.",
+        )
+    if m.residual:
+        if m.architecture != "cnn":
+            _fail("model.residual", True, f"residual blocks are cnn only, not {m.architecture!r}.")
+        if len(m.channels) < 2 or len(set(m.channels)) != 1:
+            _fail(
+                "model.channels",
+                list(m.channels),
+                "model.residual=true needs a stem and >= 1 block, all with equal channels.",
+            )
     _check_range("methods.rdrop.alpha", cfg.methods.rdrop.alpha, 0.0)
     _check_range("methods.dropblock.block_size", cfg.methods.dropblock.block_size, 1)
     c = cfg.methods.concrete
@@ -488,6 +534,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_range("methods.concrete.temperature", c.temperature, 0.0, low_open=True)
     _check_range("methods.concrete.length_scale", c.length_scale, 0.0)
     _check_range("methods.concrete.tau", c.tau, 0.0, low_open=True)
+    _check_range("methods.sparse_vd.threshold", cfg.methods.sparse_vd.threshold, -10.0, 10.0)
     _check_range("methods.mc.num_samples", cfg.methods.mc.num_samples, 1)
     if cfg.methods.mc.chunk_size is not None:
         _check_range("methods.mc.chunk_size", cfg.methods.mc.chunk_size, 1)

@@ -17,11 +17,13 @@ import jax
 import jax.numpy as jnp
 
 from dropout_lab import linen as dln
+from dropout_lab import ops
 from dropout_lab.experiment.config import ConfigError, ExperimentConfig
 
 VARIANTS = (
     "none", "inverted", "classic", "dropconnect", "gaussian",
     "channel", "dropblock", "locked", "zoneout", "concrete",
+    "droppath", "weightdrop", "sparse_vd",
 )  # fmt: skip
 ACTIVATIONS = {
     "relu": nn.relu,
@@ -43,12 +45,17 @@ METHOD_VARIANT = {
     "locked": "locked",
     "zoneout": "zoneout",
     "concrete": "concrete",
+    "droppath": "droppath",
+    "weightdrop": "weightdrop",
+    "sparse_vd": "sparse_vd",
 }
+# Variants whose layers sow regularizers into the "losses" collection.
+SOWN_LOSSES = ("concrete", "sparse_vd")
 
 
 def _drop(variant: str, x, rate, deterministic: bool, name: str, *, block_size: int = 3):
     """The variant's dropout layer named ``name`` (created in the calling module)."""
-    if variant in ("none", "zoneout", "concrete"):
+    if variant in ("none", "zoneout", "concrete", "droppath", "weightdrop", "sparse_vd"):
         return x
     if variant == "gaussian":
         return dln.GaussianDropout(rate=rate, name=name)(x, deterministic)
@@ -79,6 +86,10 @@ class MLP(nn.Module):
       ``concrete_inputs``); ``rate`` and ``input_rate`` are ignored. Each layer's
       regularizer (:func:`dropout_lab.concrete_dropout_regularizer` with the weights
       of the dense layer it feeds) is sown in the ``"losses"`` collection.
+    * ``sparse_vd``: every dense layer (the output too) is a
+      :class:`dropout_lab.linen.VariationalDense` (learned per-weight noise, weights
+      of ``log_alpha >= vd_threshold`` pruned at evaluation); each layer's KL times
+      ``vd_kl_scale`` is sown in ``"losses"``. ``rate`` and ``input_rate`` are ignored.
 
     Attributes:
       hidden: hidden widths.
@@ -90,6 +101,10 @@ class MLP(nn.Module):
       weight_regularizer: concrete only: :math:`\lambda_w = l^2 / N`.
       dropout_regularizer: concrete only: :math:`\lambda_p = 2 / N`.
       concrete_inputs: concrete only: also drop the inputs.
+      vd_kl_scale: sparse_vd only: factor of the KL (:math:`1 / N`).
+      vd_threshold: sparse_vd only: pruning threshold on ``log_alpha``, or ``None``
+        (evaluation keeps every weight).
+      vd_log_sigma2_init: sparse_vd only: initial ``log_sigma2``.
     """
 
     hidden: Sequence[int]
@@ -101,6 +116,9 @@ class MLP(nn.Module):
     weight_regularizer: float = 1e-6
     dropout_regularizer: float = 1e-5
     concrete_inputs: bool = False
+    vd_kl_scale: float = 0.0
+    vd_threshold: float | None = 3.0
+    vd_log_sigma2_init: float = -10.0
 
     def _drop(self, x, rate, deterministic, name):
         return _drop(self.variant, x, rate, deterministic, name)
@@ -131,6 +149,21 @@ class MLP(nn.Module):
                 x = act(x)
         return x
 
+    def _sparse_vd(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        widths = [*self.hidden, self.out_features]
+        for i, width in enumerate(widths):
+            layer = dln.VariationalDense(
+                width,
+                threshold=self.vd_threshold,
+                log_sigma2_init=self.vd_log_sigma2_init,
+                name=f"dense_{i}" if i < len(self.hidden) else "out",
+            )
+            x = layer(x, deterministic)
+            self.sow("losses", "kl", self.vd_kl_scale * layer.kl())
+            if i < len(self.hidden):
+                x = ACTIVATIONS[self.activation](x)
+        return x
+
     @nn.compact
     def __call__(
         self,
@@ -143,6 +176,8 @@ class MLP(nn.Module):
         """Maps ``x [batch, features]`` to ``[batch, out_features]``."""
         if self.variant == "concrete":
             return self._concrete(x, deterministic)
+        if self.variant == "sparse_vd":
+            return self._sparse_vd(x, deterministic)
         act = ACTIVATIONS[self.activation]
         x = self._drop(x, input_rate, deterministic, "drop_in")
         for i, width in enumerate(self.hidden):
@@ -197,7 +232,7 @@ class PatchConv(nn.Module):
 
 
 class CNN(nn.Module):
-    """Convolutions with a dropout variant after each activation, then a dense head.
+    r"""Convolutions with a dropout variant after each activation, then a dense head.
 
     Rows ``[batch, prod(input_shape)]`` are reshaped to ``[batch, *input_shape]``
     (channels last: ``[8, 8, 1]`` for digits, ``[40, 1]`` for MNIST-1D). Every
@@ -209,6 +244,13 @@ class CNN(nn.Module):
     ``none``). The flattened maps go through the dense ``hidden`` layers (no
     dropout) to the output.
 
+    With ``residual``, the first convolution is a stem and every later one a residual
+    block :math:`x_{l} = x_{l-1} + \mathrm{dp}_l(\mathrm{drop}(\mathrm{act}(
+    \mathrm{conv}_l(x_{l-1}))))`; ``dp`` is the identity except for ``droppath``:
+    :class:`dropout_lab.linen.DropPath` (one draw per example) at the linear depth
+    schedule :func:`dropout_lab.drop_path_rates` (block :math:`l` of :math:`L`:
+    :math:`l\,\text{rate}/L`; Huang et al. 2016).
+
     Attributes:
       input_shape: per-example shape, channels last.
       channels: output channels of each convolution.
@@ -217,8 +259,9 @@ class CNN(nn.Module):
       kernel_size: side of the convolution kernels.
       activation: a key of ``ACTIVATIONS``.
       variant: one of ``none``, ``inverted``, ``classic``, ``gaussian``, ``channel``,
-        ``dropblock``.
+        ``dropblock``, ``droppath`` (needs ``residual``).
       block_size: dropblock only: side of the dropped blocks.
+      residual: a stem, then residual blocks (equal channels).
     """
 
     input_shape: Sequence[int]
@@ -229,6 +272,7 @@ class CNN(nn.Module):
     activation: str = "relu"
     variant: str = "none"
     block_size: int = 3
+    residual: bool = False
 
     @nn.compact
     def __call__(
@@ -244,10 +288,20 @@ class CNN(nn.Module):
         if self.variant != "none":
             x = dln.Dropout(rate=input_rate, name="drop_in")(x, deterministic)
         kernel = (self.kernel_size,) * (len(self.input_shape) - 1)
+        if self.variant == "droppath":
+            if not self.residual:
+                raise ValueError("variant='droppath' drops residual branches: set residual=True.")
+            path_rates = ops.drop_path_rates(rate, len(self.channels) - 1)
         for i, features in enumerate(self.channels):
-            x = PatchConv(features, kernel, name=f"conv_{i}")(x)
-            x = ACTIVATIONS[self.activation](x)
-            x = _drop(self.variant, x, rate, deterministic, f"drop_{i}", block_size=self.block_size)
+            h = PatchConv(features, kernel, name=f"conv_{i}")(x)
+            h = ACTIVATIONS[self.activation](h)
+            h = _drop(self.variant, h, rate, deterministic, f"drop_{i}", block_size=self.block_size)
+            if not self.residual or i == 0:
+                x = h
+                continue
+            if self.variant == "droppath":
+                h = dln.DropPath(rate=path_rates[i - 1], name=f"drop_path_{i}")(h, deterministic)
+            x = x + h
         x = x.reshape(x.shape[0], -1)
         return _head(x, self.hidden, self.out_features, self.activation)
 
@@ -290,6 +344,11 @@ class RecurrentNet(nn.Module):
       with probability ``rate`` at each step (:class:`dropout_lab.linen.Zoneout`,
       inside the scan; its expectation at evaluation). ``input_rate`` is inverted
       dropout on the inputs.
+    * ``weightdrop``: no dropout on inputs or outputs; instead DropConnect on every
+      layer's hidden-to-hidden kernels (:class:`dropout_lab.linen.WeightDrop`; Merity
+      et al. 2017): the masked kernels are drawn once per forward pass, before the
+      time loop, so every step of every sequence in the batch uses the same mask.
+      ``input_rate`` is inverted dropout on the inputs.
 
     Attributes:
       input_shape: ``[time, features]``.
@@ -299,7 +358,7 @@ class RecurrentNet(nn.Module):
       cell: ``"gru"`` or ``"lstm"``.
       activation: activation of the dense head.
       variant: one of ``none``, ``inverted``, ``classic``, ``gaussian``, ``locked``,
-        ``zoneout``.
+        ``zoneout``, ``weightdrop``.
     """
 
     input_shape: Sequence[int]
@@ -309,6 +368,21 @@ class RecurrentNet(nn.Module):
     cell: str = "gru"
     activation: str = "relu"
     variant: str = "none"
+
+    def _weight_dropped(self, layer_cls, layer: str, rate: jax.Array, name: str):
+        """``layer_cls`` whose cell's hidden-to-hidden kernels ``h*`` are masked once."""
+        cell = self.variables["params"][layer]["cell"]
+        hidden = {k: v["kernel"] for k, v in cell.items() if k.startswith("h")}
+        masked = dln.WeightDrop(rate=rate, name=name)(hidden, False)
+
+        def mask(variables):
+            params = variables["params"]
+            new = {
+                k: {**v, "kernel": masked.get(k, v["kernel"])} for k, v in params["cell"].items()
+            }
+            return {**variables, "params": {**params, "cell": new}}
+
+        return nn.map_variables(layer_cls, "params", trans_in_fn=mask)
 
     @nn.compact
     def __call__(
@@ -321,7 +395,7 @@ class RecurrentNet(nn.Module):
     ) -> jax.Array:
         """Maps ``x [batch, features]`` to ``[batch, out_features]``."""
         x = x.reshape(x.shape[0], *self.input_shape)
-        in_variant = "inverted" if self.variant == "zoneout" else self.variant
+        in_variant = "inverted" if self.variant in ("zoneout", "weightdrop") else self.variant
         x = _drop(in_variant, x, input_rate, deterministic, "drop_in")
         zoneout = self.variant == "zoneout"
         scan = nn.scan(
@@ -335,7 +409,10 @@ class RecurrentNet(nn.Module):
         for i, features in enumerate(self.rnn_hidden):
             h0 = jnp.zeros((x.shape[0], features), x.dtype)
             carry = h0 if self.cell == "gru" else (h0, h0)
-            layer = scan(self.cell, features, zoneout, deterministic, name=f"rnn_{i}")
+            layer_cls = scan
+            if self.variant == "weightdrop" and not (deterministic or self.is_initializing()):
+                layer_cls = self._weight_dropped(scan, f"rnn_{i}", rate, f"weight_drop_{i}")
+            layer = layer_cls(self.cell, features, zoneout, deterministic, name=f"rnn_{i}")
             _, x = layer(carry, x, rate)
             x = _drop(self.variant, x, rate, deterministic, f"drop_{i}")
         return _head(x[:, -1], self.hidden, self.out_features, self.activation)
@@ -382,13 +459,25 @@ def build_model(
       num_features: input width.
       out_features: number of classes or 1.
       num_train: training-set size :math:`N` (the concrete regularizer is scaled by
-        :math:`1 / (N\tau)`, ``tau`` from ``cfg.methods.concrete``).
+        :math:`1 / (N\tau)`, ``tau`` from ``cfg.methods.concrete``; sparse VD's KL by
+        :math:`1 / N`).
 
     Returns:
       An :class:`MLP`, :class:`CNN` or :class:`RecurrentNet`.
     """
     m, variant = cfg.model, METHOD_VARIANT[method]
     if m.architecture == "mlp":
+        if variant == "sparse_vd":
+            vd = cfg.methods.sparse_vd
+            return MLP(
+                tuple(m.hidden),
+                out_features,
+                m.activation,
+                variant,
+                vd_kl_scale=1.0 / num_train,
+                vd_threshold=vd.threshold,
+                vd_log_sigma2_init=vd.log_sigma2_init,
+            )
         if variant != "concrete":
             return MLP(tuple(m.hidden), out_features, m.activation, variant)
         c = cfg.methods.concrete
@@ -414,6 +503,7 @@ def build_model(
             activation=m.activation,
             variant=variant,
             block_size=cfg.methods.dropblock.block_size,
+            residual=m.residual,
         )
     return RecurrentNet(
         shape,
@@ -440,10 +530,26 @@ def learned_rates(params) -> dict[str, float]:
     return dict(sorted(out.items()))
 
 
+def pruned_fraction(params, threshold: float) -> dict[str, float]:
+    """``pruned_fraction``: share of variational-layer weights with ``log_alpha >= threshold``.
+
+    Counts every weight of the top-level modules that have a ``log_sigma2`` (sparse
+    VD's dense layers); empty for other models.
+    """
+    pruned, total = 0, 0
+    for sub in params.values():
+        if isinstance(sub, Mapping) and "log_sigma2" in sub:
+            log_alpha = ops.variational_log_alpha(sub["kernel"], sub["log_sigma2"])
+            pruned += int(jnp.sum(~ops.variational_prune_mask(log_alpha, threshold)))
+            total += log_alpha.size
+    return {"pruned_fraction": pruned / total} if total else {}
+
+
 def describe(m) -> str:
     """One line naming ``cfg.model``'s architecture and sizes, e.g. ``MLP [512, 512]``."""
     if m.architecture == "mlp":
         return f"MLP {list(m.hidden)}"
     if m.architecture == "cnn":
-        return f"CNN channels {list(m.channels)}, head {list(m.hidden)}"
+        kind = "residual CNN" if m.residual else "CNN"
+        return f"{kind} channels {list(m.channels)}, head {list(m.hidden)}"
     return f"{m.architecture.upper()} {list(m.rnn_hidden)}, head {list(m.hidden)}"

@@ -17,6 +17,8 @@ CLASSIFICATION_COLUMNS = (
     ("brier", "Brier", "{:.4f}"),
     ("ood_auroc", "OOD AUROC (entropy)", "{:.3f}"),
     ("ood_auroc_mi", "OOD AUROC (MI)", "{:.3f}"),
+    ("pruned_fraction", "pruned weights", "{:.3f}"),
+    ("test_acc_unpruned", "test acc unpruned", "{:.4f}"),
     ("seconds_per_epoch", "s/epoch", "{:.2g}"),
 )
 REGRESSION_COLUMNS = (
@@ -28,6 +30,7 @@ REGRESSION_COLUMNS = (
     ("std_in", "pred. std", "{:.3f}"),
     ("mc_std_data", "MC std at data", "{:.3f}"),
     ("mc_std_gap", "MC std in gap", "{:.3f}"),
+    ("pruned_fraction", "pruned weights", "{:.3f}"),
     ("seconds_per_epoch", "s/epoch", "{:.2g}"),
 )
 

@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 from dropout_lab.experiment import distributed, evaluate, report
 from dropout_lab.experiment.config import ExperimentConfig, enabled_methods, to_yaml
 from dropout_lab.experiment.data import TOY_PLOT_RANGE, Dataset, load_dataset, toy_function
-from dropout_lab.experiment.model import describe, learned_rates
+from dropout_lab.experiment.model import describe
 from dropout_lab.experiment.train import RunKeys, Trainer
 
 
@@ -83,7 +83,8 @@ def run_one(
         if trainer.cfg.data.name == "toy":
             grid = np.linspace(*TOY_PLOT_RANGE, 241)
         metrics, arrays = evaluate.regression(trainer, state["params"], keys, grid)
-    metrics.update(learned_rates(state["params"]))
+    metrics.update(trainer.param_metrics(state["params"]))
+    metrics.update(trainer.unpruned_metrics(state["params"]))
     metrics["seconds_per_epoch"] = timing["seconds_per_epoch"]
     result = {"metrics": metrics, "history": history, "timing": timing}
     if distributed.is_primary():

@@ -26,7 +26,7 @@ from jax.sharding import PartitionSpec as P
 from dropout_lab.experiment import distributed
 from dropout_lab.experiment.config import ConfigError, ExperimentConfig, TrainConfig
 from dropout_lab.experiment.data import Dataset
-from dropout_lab.experiment.model import build_model, learned_rates
+from dropout_lab.experiment.model import SOWN_LOSSES, build_model, learned_rates, pruned_fraction
 
 # XLA:CPU in jax 0.10 can fuse a deterministic MLP forward over >= 1024 rows into a
 # library call ~15x slower than plain dots; evaluation forwards use this option.
@@ -82,7 +82,8 @@ class Trainer:
       cfg: the experiment config.
       method: a key of ``dropout_lab.experiment.model.METHOD_VARIANT`` (``none``,
         ``classic``, ``inverted``, ``rdrop``, ``mc``, ``dropconnect``, ``gaussian``,
-        ``channel``, ``dropblock``, ``locked``, ``zoneout``, ``concrete``); the model
+        ``channel``, ``dropblock``, ``locked``, ``zoneout``, ``concrete``, ``droppath``,
+        ``weightdrop``, ``sparse_vd``); the model
         is ``cfg.model.architecture``'s (:func:`~dropout_lab.experiment.model.build_model`).
       data: the split data set.
     """
@@ -160,8 +161,9 @@ class Trainer:
             # the scale of the other methods' regression loss.
             return 0.25 * losses.rdrop_regression(out_a[:, 0], out_b[:, 0], y, alpha=self.alpha)
         rngs = {"dropout": key}
-        if self.method == "concrete":
-            # The data loss is a mean over examples: the sown regularizers carry 1/N.
+        if self.method in SOWN_LOSSES:
+            # The data loss is a mean over examples: the sown regularizers (concrete
+            # dropout's, sparse VD's KL) carry 1/N.
             out, sown = self.model.apply(
                 {"params": params}, x, rate, input_rate,
                 deterministic=False, rngs=rngs, mutable=["losses"],
@@ -347,12 +349,42 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ fitting
+    def param_metrics(self, params) -> dict[str, float]:
+        """Concrete dropout's learned rates; sparse VD's ``pruned_fraction`` (else empty)."""
+        out = learned_rates(params)
+        if self.method == "sparse_vd":
+            out.update(pruned_fraction(params, self.cfg.methods.sparse_vd.threshold))
+        return out
+
+    def unpruned_metrics(self, params) -> dict[str, float]:
+        """Sparse VD classifiers: ``test_acc_unpruned``, the test accuracy with every weight.
+
+        (:meth:`predict` and the reported test metrics use the pruned weights.)
+        """
+        if self.method != "sparse_vd" or self.task != "classification":
+            return {}
+        params = self.place(params)
+        x = self.data.x_test
+        if "unpruned" not in self._compiled:
+            model = self.model.clone(vd_threshold=None)
+
+            def forward(params, rows):
+                return model.apply({"params": params}, rows)
+
+            b = self.cfg.train.eval_batch_size
+            self._compiled["unpruned"] = compile_forward(
+                forward, params, self._example_rows((b, x.shape[1]))
+            )
+        f = self._compiled["unpruned"]
+        pred = self._batched(lambda i, rows: f(params, rows), x)
+        return {"test_acc_unpruned": float(np.mean(pred.argmax(-1) == self.data.y_test))}
+
     def curve_point(self, params) -> dict[str, float]:
         """Train and test loss / accuracy (or RMSE) of the deterministic network.
 
-        Concrete dropout adds its learned rates (``learned_rate_<i>``).
+        Adds :meth:`param_metrics` (learned rates, pruned fraction).
         """
-        out: dict[str, float] = learned_rates(params)
+        out: dict[str, float] = self.param_metrics(params)
         for split, x, y in (
             ("train", self.data.x_train, self.data.y_train),
             ("test", self.data.x_test, self.data.y_test),

@@ -23,15 +23,19 @@ def _load(name, *extra, tmp=None):
 # Smoke runs train only the methods whose layers are new to the trainer (one compile
 # each): none/inverted go through the same code with another (or no) dropout layer,
 # and the model tests below run the rest.
-def _only(*methods, among=("none", "inverted", "channel", "dropblock", "locked", "zoneout")):
+STRUCTURED = ("none", "inverted", "channel", "dropblock", "locked", "zoneout")
+
+
+def _only(*methods, among=(*STRUCTURED, "droppath", "weightdrop")):
     return [f"methods.{m}.enabled={m in methods}" for m in among]
 
 
 @pytest.fixture(scope="module")
 def cnn_run(tmp_path_factory):
     cfg = _load(
-        "structured_cnn_digits", *_only("channel", "dropblock"), "data.max_examples=300",
-        "model.channels=[4,4]", "train.batch_size=64", tmp=tmp_path_factory.mktemp("cnn"),
+        "structured_cnn_digits", *_only("channel", "dropblock", "droppath"),
+        "data.max_examples=300", "model.channels=[4,4]", "train.batch_size=64",
+        tmp=tmp_path_factory.mktemp("cnn"),
     )  # fmt: skip
     return run_experiment(cfg)
 
@@ -39,7 +43,7 @@ def cnn_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def rnn_run(tmp_path_factory):
     cfg = _load(
-        "structured_rnn_mnist1d", *_only("zoneout"), "data.max_examples=200",
+        "structured_rnn_mnist1d", *_only("zoneout", "weightdrop"), "data.max_examples=200",
         "model.rnn_hidden=[4,4]", "train.batch_size=64", tmp=tmp_path_factory.mktemp("rnn"),
     )  # fmt: skip
     return run_experiment(cfg)
@@ -57,9 +61,10 @@ def concrete_run(tmp_path_factory):
 
 def test_new_configs_load_with_their_architecture():
     expected = {
-        "structured_cnn_digits": ("cnn", {"none", "inverted", "channel", "dropblock"}),
-        "structured_rnn_mnist1d": ("gru", {"none", "inverted", "locked", "zoneout"}),
+        "structured_cnn_digits": ("cnn", {"none", "inverted", "channel", "dropblock", "droppath"}),
+        "structured_rnn_mnist1d": ("gru", {"none", "inverted", "locked", "zoneout", "weightdrop"}),
         "concrete_toy": ("mlp", {"none", "inverted", "mc", "concrete"}),
+        "sparse_vd_digits": ("mlp", {"none", "inverted", "sparse_vd"}),
     }
     from dropout_lab.experiment.config import enabled_methods
 
@@ -102,7 +107,7 @@ def test_concrete_learns_and_reports_rate(concrete_run):
 def rnn():
     """A two-layer GRU (5 and 6 units) per variant, sharing one set of parameters."""
     cfg = _load("structured_rnn_mnist1d", "model.rnn_hidden=[5,6]")
-    variants = ("none", "inverted", "locked", "zoneout")
+    variants = ("none", "inverted", "locked", "zoneout", "weightdrop")
     models = {m: build_model(cfg, m, 40, 10, 100) for m in variants}
     x = jax.random.normal(jax.random.key(0), (3, 40))
     # Dropout layers have no parameters: every variant has the same ones.
@@ -183,6 +188,10 @@ def test_input_shapes_are_inferred_and_checked():
         ("structured_rnn_mnist1d", "methods.channel.enabled=true", "channel", "gru"),
         ("structured_rnn_mnist1d", "model.architecture=cnn", "locked", "cnn"),
         ("structured_cnn_digits", "methods.concrete.enabled=true", "concrete", "cnn"),
+        ("structured_rnn_mnist1d", "methods.droppath.enabled=true", "droppath", "gru"),
+        ("structured_cnn_digits", "methods.weightdrop.enabled=true", "weightdrop", "cnn"),
+        ("structured_cnn_digits", "methods.sparse_vd.enabled=true", "sparse_vd", "cnn"),
+        ("sparse_vd_digits", "methods.droppath.enabled=true", "droppath", "mlp"),
     ],
 )
 def test_method_architecture_mismatch_names_both(config, override, method, arch):
@@ -200,8 +209,146 @@ def test_method_architecture_mismatch_names_both(config, override, method, arch)
         ("methods.dropblock.block_size=0", "methods.dropblock.block_size"),
         ("methods.concrete.init_rate=1.0", "methods.concrete.init_rate"),
         ("methods.concrete.temperature=0", "methods.concrete.temperature"),
+        ("model.residual=true", "model.residual"),
+        ("methods.sparse_vd.threshold=11", "methods.sparse_vd.threshold"),
     ],
 )
 def test_bad_model_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key):
         load_config(None, [override])
+
+
+def test_droppath_needs_residual_blocks_of_equal_channels():
+    with pytest.raises(ConfigError, match=r"methods.droppath.*model.residual"):
+        _load("structured_cnn_digits", "model.residual=false")
+    for channels in ("[8]", "[8,16]"):
+        with pytest.raises(ConfigError, match="model.channels"):
+            _load("structured_cnn_digits", f"model.channels={channels}")
+
+
+@pytest.fixture(scope="module")
+def sparse_vd_run(tmp_path_factory):
+    only = [f"methods.{m}.enabled={m == 'sparse_vd'}" for m in ("none", "inverted")]
+    cfg = _load(
+        "sparse_vd_digits", *only, "train.epochs=3", "data.max_examples=300",
+        "model.hidden=[16,16]", tmp=tmp_path_factory.mktemp("vd"),
+    )  # fmt: skip
+    return cfg, run_experiment(cfg)
+
+
+def test_sparse_vd_reports_pruned_fraction(sparse_vd_run):
+    cfg, out = sparse_vd_run
+    m = out["per_seed"]["sparse_vd"]["0"]
+    for key in ("test_acc", "test_acc_unpruned", "test_nll", "ece", "ood_auroc"):
+        assert math.isfinite(m[key]), key
+    assert 0 <= m["pruned_fraction"] <= 1
+    assert 0 <= m["test_acc_unpruned"] <= 1
+    assert "pruned weights" in out["table"] and "test acc unpruned" in out["table"]
+    curve = out["learning_curves"]["sparse_vd"]
+    assert len(curve) == cfg.train.epochs
+    assert curve[-1]["pruned_fraction"] == pytest.approx(m["pruned_fraction"])
+
+
+def test_sparse_vd_loss_is_nll_plus_kl_over_n(sparse_vd_run):
+    import optax
+
+    import dropout_lab as dl
+    from dropout_lab.experiment.data import load_dataset
+    from dropout_lab.experiment.train import RunKeys, Trainer
+
+    cfg, _ = sparse_vd_run
+    trainer = Trainer(cfg, "sparse_vd", load_dataset(cfg.data))
+    params = trainer.init(RunKeys.from_seed(0))["params"]
+    x, y = trainer.x_train[:32], trainer.y_train[:32]
+    key = jax.random.key(5)
+    out = trainer.model.apply({"params": params}, x, deterministic=False, rngs={"dropout": key})
+    nll = optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+    kl = sum(
+        dl.variational_kl(dl.variational_log_alpha(p["kernel"], p["log_sigma2"]))
+        for p in params.values()
+    )
+    assert set(params) == {"dense_0", "dense_1", "out"}
+    expected = nll + kl / len(trainer.x_train)
+    # The KL term dominates at initialization (log alpha ~ -6: ~3.5 nats per weight).
+    assert float(kl / len(trainer.x_train)) > float(nll)
+    np.testing.assert_allclose(trainer.loss(params, x, y, key, 0.0, 0.0), expected, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def residual_cnn():
+    cfg = _load("structured_cnn_digits", "model.channels=[3,3]")
+    x = jax.random.normal(jax.random.key(0), (6, 64))
+    models = {m: build_model(cfg, m, 64, 10, 100) for m in ("none", "droppath")}
+    params = jax.jit(models["droppath"].init)(jax.random.key(1), x)
+    plain = build_model(
+        _load("structured_cnn_digits", "model.channels=[3]", "model.residual=false",
+              "methods.droppath.enabled=false"), "none", 64, 10, 100,
+    )  # fmt: skip
+    return models, plain, params, x
+
+
+def test_droppath_rate_zero_is_the_residual_cnn_and_rate_one_the_stem(residual_cnn):
+    models, plain, params, x = residual_cnn
+    drop = jax.jit(
+        lambda rate: models["droppath"].apply(
+            params, x, rate, deterministic=False, rngs={"dropout": jax.random.key(2)}
+        )
+    )
+    full = models["none"].apply(params, x)
+    # One block: the linear schedule gives it the whole rate. Rate 0 keeps the branch,
+    # rate 1 drops it for every example: the stem alone (same conv_0 and out).
+    np.testing.assert_allclose(drop(0.0), full, rtol=1e-6, atol=1e-6)
+    stem = plain.apply({"params": {k: params["params"][k] for k in ("conv_0", "out")}}, x)
+    np.testing.assert_allclose(drop(1.0), stem, rtol=1e-6, atol=1e-6)
+    assert bool(jnp.all(jnp.max(jnp.abs(full - stem), axis=-1) > 1e-3))
+    # Rate 0.5: each example is either the stem or stem + 2 * branch (kept, rescaled).
+    half = drop(0.5)
+    kept = 2 * full - stem
+    is_stem = jnp.all(jnp.isclose(half, stem, atol=1e-5), axis=-1)
+    is_kept = jnp.all(jnp.isclose(half, kept, atol=1e-5), axis=-1)
+    assert bool(jnp.all(is_stem ^ is_kept))
+
+
+def test_weightdrop_masks_hidden_kernels_once_per_sequence(rnn):
+    import flax.linen as nn
+
+    models, params, x = rnn
+    rate, key = 0.5, jax.random.key(4)
+
+    @jax.jit
+    def forward(params, x, key):
+        seen = {}
+
+        def record(next_fun, args, kwargs, context):
+            out = next_fun(*args, **kwargs)
+            if context.module.name.startswith("weight_drop_"):
+                seen[context.module.name] = out
+            return out
+
+        with nn.intercept_methods(record):
+            y = models["weightdrop"].apply(
+                params, x, rate, deterministic=False, rngs={"dropout": key}
+            )
+        return y, seen
+
+    y, masked = forward(params, x, key)
+    assert set(masked) == {"weight_drop_0", "weight_drop_1"}
+    cells = {i: params["params"][f"rnn_{i}"]["cell"] for i in (0, 1)}
+    fixed = jax.tree.map(lambda a: a, params)
+    for i, cell in cells.items():
+        kernels = masked[f"weight_drop_{i}"]
+        assert set(kernels) == {"hr", "hz", "hn"}  # the GRU's hidden-to-hidden kernels
+        for name, k in kernels.items():
+            kept = k != 0
+            assert 0 < float(kept.mean()) < 1
+            # Kept weights are scaled by 1 / (1 - rate) = 2.
+            np.testing.assert_allclose(k[kept], 2 * cell[name]["kernel"][kept], rtol=1e-6)
+            fixed["params"][f"rnn_{i}"]["cell"][name]["kernel"] = k
+    # The plain GRU with these fixed masked kernels at every step gives the same output:
+    # one mask for all 40 steps of the sequence (and the input kernels are untouched).
+    np.testing.assert_allclose(y, models["none"].apply(fixed, x), rtol=1e-5, atol=1e-6)
+    # Rate 0 is the plain GRU; evaluation uses the unmasked kernels.
+    ref = models["none"].apply(params, x)
+    zero = models["weightdrop"].apply(params, x, 0.0, deterministic=False, rngs={"dropout": key})
+    np.testing.assert_allclose(zero, ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(models["weightdrop"].apply(params, x, rate), ref, rtol=1e-6)
