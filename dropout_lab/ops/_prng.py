@@ -17,13 +17,13 @@ Performance notes (XLA:CPU). A fused loop is evaluated once per output element, 
 word feeding four lanes would be recomputed four times if fused into the consumer.
 The words are therefore materialised inside a ``lax.cond`` whose two branches are
 identical (so its predicate is irrelevant) and whose predicate XLA cannot fold: the
-conditional is a fusion barrier. Under ``vmap`` over keys the predicate is kept
-unbatched (:func:`_opaque_predicate` has its own batching rule) so the barrier
-survives. XLA:CPU has no multi-output loop fusion: two output words of one cipher call
-would be computed by two fusions, each running the whole cipher. The two words of a
-block are thus packed bit-for-bit into one ``complex64`` element (bitcasts only, no
-arithmetic, so every bit pattern, NaN payloads included, survives) and unpacked by the
-consumer.
+conditional is a fusion barrier. The predicate depends on no input, so under
+``vmap`` over keys it stays unbatched (the barrier survives) and under sharding it
+is replicated (no collective). XLA:CPU has no multi-output loop fusion: two output
+words of one cipher call would be computed by two fusions, each running the whole
+cipher. The two words of a block are thus packed bit-for-bit into one ``complex64``
+element (bitcasts only, no arithmetic, so every bit pattern, NaN payloads included,
+survives) and unpacked by the consumer.
 
 Above :data:`CHUNK` elements the forward pass draws and applies the mask piece by piece
 (:func:`select_lanes_chunked`, same values): a full-size word buffer would be 2 bytes
@@ -112,24 +112,18 @@ def uniform_from_words(words: jax.Array) -> jax.Array:
     return lax.bitcast_convert_type(mantissa | one, jnp.float32) - jnp.float32(1.0)
 
 
-@jax.custom_batching.custom_vmap
-def _opaque_predicate(seed: jax.Array) -> jax.Array:
-    """A boolean scalar XLA cannot constant-fold; under ``vmap`` it stays unbatched."""
-    return seed > jnp.uint32(0x7FFFFFFF)
+def _opaque_predicate() -> jax.Array:
+    """A boolean scalar XLA cannot constant-fold (it is always false).
 
-
-@_opaque_predicate.def_vmap
-def _opaque_predicate_vmap(axis_size, in_batched, seed):
-    del axis_size
-    if in_batched[0]:
-        seed = seed.reshape(-1)[0]
-    return _opaque_predicate(seed), False
+    It depends on no input, so it is unbatched under ``vmap`` and replicated under
+    sharding: the ``lax.cond`` it guards needs no communication between devices.
+    """
+    return lax.optimization_barrier(jnp.uint32(0)) > jnp.uint32(0)
 
 
 def _materialize(fn: Callable[[jax.Array], jax.Array], key: jax.Array) -> jax.Array:
     """``fn(key)`` computed into its own buffer (a fusion barrier for XLA)."""
-    seed = jax.random.key_data(key).reshape(-1)[0].astype(jnp.uint32)
-    return lax.cond(_opaque_predicate(seed), fn, fn, key)
+    return lax.cond(_opaque_predicate(), fn, fn, key)
 
 
 def _threefry_blocks(key_words: jax.Array, num_blocks: int, first_block: jax.Array) -> jax.Array:
@@ -274,8 +268,7 @@ def select_lanes_chunked(
         # dynamic-update-slice fusion vectorises the lane arithmetic poorly), then
         # copied into place while it is still in cache.
         start = i.astype(jnp.uint32) * jnp.uint32(CHUNK)
-        seed = jax.random.key_data(key).reshape(-1)[0].astype(jnp.uint32)
-        segment = lax.cond(_opaque_predicate(seed), piece_at, piece_at, y, start)
+        segment = lax.cond(_opaque_predicate(), piece_at, piece_at, y, start)
         return lax.dynamic_update_slice(y, segment, (start,))
 
     num_full = size // CHUNK
