@@ -312,6 +312,8 @@ def test_droppath_rate_zero_is_the_residual_cnn_and_rate_one_the_stem(residual_c
 def test_weightdrop_masks_hidden_kernels_once_per_sequence(rnn):
     import flax.linen as nn
 
+    import dropout_lab as dl
+
     models, params, x = rnn
     rate, key = 0.5, jax.random.key(4)
 
@@ -321,7 +323,7 @@ def test_weightdrop_masks_hidden_kernels_once_per_sequence(rnn):
 
         def record(next_fun, args, kwargs, context):
             out = next_fun(*args, **kwargs)
-            if context.module.name.startswith("weight_drop_"):
+            if isinstance(context.module, dl.linen.WeightDrop):
                 seen[context.module.name] = out
             return out
 
