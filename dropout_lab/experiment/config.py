@@ -25,7 +25,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 METHODS = (
     "none", "classic", "inverted", "rdrop", "mc", "dropconnect", "gaussian",
     "channel", "dropblock", "locked", "zoneout", "concrete",
-    "droppath", "weightdrop", "sparse_vd",
+    "droppath", "weightdrop", "sparse_vd", "embedding",
 )  # fmt: skip
 ARCHITECTURES = ("mlp", "cnn", "gru", "lstm")
 # Architectures each method's dropout layers fit (the rest: every architecture).
@@ -39,6 +39,7 @@ METHOD_ARCHITECTURES = {
     "droppath": ("cnn",),
     "weightdrop": ("gru", "lstm"),
     "sparse_vd": ("mlp",),
+    "embedding": ("gru", "lstm"),
 }
 
 
@@ -114,6 +115,11 @@ class ModelConfig:
       input_shape: cnn/gru/lstm: per-example shape, channels last (empty: inferred
         from the data: a square one-channel image for cnn, e.g. digits ``[8, 8, 1]``;
         a one-feature sequence for gru/lstm, e.g. MNIST-1D ``[40, 1]``).
+      token_bins: gru/lstm only: 0 (default) reads the float inputs; ``> 1``: every
+        input value is a token, its bin among ``token_bins`` quantile bins of the
+        training inputs, read through an ``nn.Embed`` of ``embed_dim`` (the
+        ``embedding`` method needs it).
+      embed_dim: width of the token embedding (``token_bins > 0`` only).
     """
 
     architecture: str = "mlp"
@@ -124,6 +130,8 @@ class ModelConfig:
     residual: bool = False
     rnn_hidden: list[int] = field(default_factory=lambda: [64])
     input_shape: list[int] = field(default_factory=list)
+    token_bins: int = 0
+    embed_dim: int = 16
 
 
 @dataclass
@@ -267,6 +275,7 @@ class MethodsConfig:
     droppath: DropoutMethod = field(default_factory=lambda: DropoutMethod(enabled=False))
     weightdrop: DropoutMethod = field(default_factory=lambda: DropoutMethod(enabled=False))
     sparse_vd: SparseVDMethod = field(default_factory=SparseVDMethod)
+    embedding: DropoutMethod = field(default_factory=lambda: DropoutMethod(enabled=False))
 
 
 @dataclass
@@ -474,6 +483,15 @@ def validate(cfg: ExperimentConfig) -> None:
         for i, size in enumerate(getattr(m, key)):
             _check_range(f"model.{key}[{i}]", size, 1)
     _check_range("model.kernel_size", m.kernel_size, 1)
+    if m.token_bins != 0:
+        _check_range("model.token_bins", m.token_bins, 2)
+        if m.architecture not in ("gru", "lstm"):
+            _fail(
+                "model.token_bins",
+                m.token_bins,
+                f"tokens are gru/lstm only, not model.architecture={m.architecture!r}.",
+            )
+    _check_range("model.embed_dim", m.embed_dim, 1)
     _check_range("train.epochs", t.epochs, 1)
     _check_range("train.batch_size", t.batch_size, 1)
     _check_choice("train.optimizer", t.optimizer, OPTIMIZERS)
@@ -517,6 +535,12 @@ def validate(cfg: ExperimentConfig) -> None:
             "methods.droppath.enabled",
             True,
             "drop path drops residual branches: it needs model.residual=true.",
+        )
+    if "embedding" in names and m.token_bins == 0:
+        _fail(
+            "methods.embedding.enabled",
+            True,
+            "embedding dropout drops token vectors: it needs model.token_bins > 0.",
         )
     if m.residual:
         if m.architecture != "cnn":

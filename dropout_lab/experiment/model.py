@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dropout_lab import linen as dln
 from dropout_lab import ops
@@ -23,7 +24,7 @@ from dropout_lab.experiment.config import ConfigError, ExperimentConfig
 VARIANTS = (
     "none", "inverted", "classic", "dropconnect", "gaussian",
     "channel", "dropblock", "locked", "zoneout", "concrete",
-    "droppath", "weightdrop", "sparse_vd",
+    "droppath", "weightdrop", "sparse_vd", "embedding",
 )  # fmt: skip
 ACTIVATIONS = {
     "relu": nn.relu,
@@ -48,6 +49,7 @@ METHOD_VARIANT = {
     "droppath": "droppath",
     "weightdrop": "weightdrop",
     "sparse_vd": "sparse_vd",
+    "embedding": "embedding",
 }
 # Variants whose layers sow regularizers into the "losses" collection.
 SOWN_LOSSES = ("concrete", "sparse_vd")
@@ -55,7 +57,9 @@ SOWN_LOSSES = ("concrete", "sparse_vd")
 
 def _drop(variant: str, x, rate, deterministic: bool, name: str, *, block_size: int = 3):
     """The variant's dropout layer named ``name`` (created in the calling module)."""
-    if variant in ("none", "zoneout", "concrete", "droppath", "weightdrop", "sparse_vd"):
+    if variant in (
+        "none", "zoneout", "concrete", "droppath", "weightdrop", "sparse_vd", "embedding",
+    ):  # fmt: skip
         return x
     if variant == "gaussian":
         return dln.GaussianDropout(rate=rate, name=name)(x, deterministic)
@@ -349,6 +353,17 @@ class RecurrentNet(nn.Module):
       et al. 2017): the masked kernels are drawn once per forward pass, before the
       time loop, so every step of every sequence in the batch uses the same mask.
       ``input_rate`` is inverted dropout on the inputs.
+    * ``embedding`` (tokens only): no dropout on the layers' outputs; instead
+      :class:`dropout_lab.linen.EmbeddingDropout` drops whole rows of the embedding
+      table at ``rate``, with one copy of the table per sequence, so every occurrence
+      of a dropped token in that sequence reads a zero vector (AWD-LSTM's embedding
+      dropout, drawn per sequence instead of per batch). ``input_rate`` is inverted
+      dropout on the embedded inputs.
+
+    With ``token_edges``, every input value becomes a token, its bin
+    ``searchsorted(token_edges, x, side="right")`` among ``len(token_edges) + 1``,
+    read through an ``nn.Embed`` of ``embed_dim``: ``[batch, time, features]`` becomes
+    ``[batch, time, features * embed_dim]`` before the first layer.
 
     Attributes:
       input_shape: ``[time, features]``.
@@ -358,7 +373,9 @@ class RecurrentNet(nn.Module):
       cell: ``"gru"`` or ``"lstm"``.
       activation: activation of the dense head.
       variant: one of ``none``, ``inverted``, ``classic``, ``gaussian``, ``locked``,
-        ``zoneout``, ``weightdrop``.
+        ``zoneout``, ``weightdrop``, ``embedding`` (needs ``token_edges``).
+      token_edges: increasing bin edges of the tokens (empty: float inputs).
+      embed_dim: width of the token embedding.
     """
 
     input_shape: Sequence[int]
@@ -368,6 +385,21 @@ class RecurrentNet(nn.Module):
     cell: str = "gru"
     activation: str = "relu"
     variant: str = "none"
+    token_edges: Sequence[float] = ()
+    embed_dim: int = 16
+
+    def _embed(self, x: jax.Array, rate: jax.Array, deterministic: bool) -> jax.Array:
+        """Values ``[batch, time, features]`` to ``[batch, time, features * embed_dim]``."""
+        tokens = jnp.searchsorted(jnp.asarray(self.token_edges, x.dtype), x, side="right")
+        embed = nn.Embed(len(self.token_edges) + 1, self.embed_dim, name="embed")
+        if self.variant == "embedding" and not deterministic:
+            # One copy of the table per sequence: whole rows (token types) dropped.
+            table = jnp.broadcast_to(embed.embedding, (x.shape[0], *embed.embedding.shape))
+            table = dln.EmbeddingDropout(rate=rate, name="drop_embed")(table, False)
+            vectors = jax.vmap(lambda t, i: t[i])(table, tokens)
+        else:
+            vectors = embed(tokens)
+        return vectors.reshape(*x.shape[:2], -1)
 
     def _weight_dropped(self, layer_cls, layer: str, rate: jax.Array, name: str):
         """``layer_cls`` whose cell's hidden-to-hidden kernels ``h*`` are masked once."""
@@ -395,7 +427,13 @@ class RecurrentNet(nn.Module):
     ) -> jax.Array:
         """Maps ``x [batch, features]`` to ``[batch, out_features]``."""
         x = x.reshape(x.shape[0], *self.input_shape)
-        in_variant = "inverted" if self.variant in ("zoneout", "weightdrop") else self.variant
+        rate = jnp.asarray(rate, jnp.float32)
+        if self.variant == "embedding" and not self.token_edges:
+            raise ValueError("variant='embedding' drops token vectors: set token_edges.")
+        if self.token_edges:
+            x = self._embed(x, rate, deterministic)
+        own = ("zoneout", "weightdrop", "embedding")
+        in_variant = "inverted" if self.variant in own else self.variant
         x = _drop(in_variant, x, input_rate, deterministic, "drop_in")
         zoneout = self.variant == "zoneout"
         scan = nn.scan(
@@ -405,7 +443,6 @@ class RecurrentNet(nn.Module):
             in_axes=(1, nn.broadcast),
             out_axes=1,
         )
-        rate = jnp.asarray(rate, jnp.float32)
         for i, features in enumerate(self.rnn_hidden):
             h0 = jnp.zeros((x.shape[0], features), x.dtype)
             carry = h0 if self.cell == "gru" else (h0, h0)
@@ -448,8 +485,25 @@ def input_shape(cfg: ExperimentConfig, num_features: int) -> tuple[int, ...]:
     return (num_features, 1)
 
 
+def token_edges(x_train: np.ndarray, token_bins: int) -> tuple[float, ...]:
+    """The ``token_bins - 1`` inner edges of equal-count bins of every training value.
+
+    Quantiles of ``x_train`` (all features pooled) at ``i / token_bins``; a fixed
+    function of the training split, so training and evaluation share the tokens.
+    """
+    quantiles = np.linspace(0.0, 1.0, token_bins + 1)[1:-1]
+    edges = np.quantile(np.asarray(x_train, np.float64).ravel(), quantiles)
+    return tuple(float(e) for e in edges.astype(np.float32))
+
+
 def build_model(
-    cfg: ExperimentConfig, method: str, num_features: int, out_features: int, num_train: int
+    cfg: ExperimentConfig,
+    method: str,
+    num_features: int,
+    out_features: int,
+    num_train: int,
+    *,
+    token_edges: Sequence[float] = (),
 ) -> nn.Module:
     r"""The model of ``cfg.model.architecture`` with ``method``'s dropout variant.
 
@@ -461,9 +515,14 @@ def build_model(
       num_train: training-set size :math:`N` (the concrete regularizer is scaled by
         :math:`1 / (N\tau)`, ``tau`` from ``cfg.methods.concrete``; sparse VD's KL by
         :math:`1 / N`).
+      token_edges: ``cfg.model.token_bins - 1`` bin edges (:func:`token_edges` of the
+        training inputs) when ``cfg.model.token_bins > 0``.
 
     Returns:
       An :class:`MLP`, :class:`CNN` or :class:`RecurrentNet`.
+
+    Raises:
+      ValueError: ``token_edges`` does not hold ``cfg.model.token_bins - 1`` edges.
     """
     m, variant = cfg.model, METHOD_VARIANT[method]
     if m.architecture == "mlp":
@@ -505,6 +564,11 @@ def build_model(
             block_size=cfg.methods.dropblock.block_size,
             residual=m.residual,
         )
+    if len(token_edges) != max(m.token_bins - 1, 0):
+        raise ValueError(
+            f"model.token_bins={m.token_bins} needs {m.token_bins - 1} token_edges, "
+            f"got {len(token_edges)}."
+        )
     return RecurrentNet(
         shape,
         tuple(m.rnn_hidden),
@@ -513,6 +577,8 @@ def build_model(
         cell=m.architecture,
         activation=m.activation,
         variant=variant,
+        token_edges=tuple(token_edges),
+        embed_dim=m.embed_dim,
     )
 
 
@@ -552,4 +618,5 @@ def describe(m) -> str:
     if m.architecture == "cnn":
         kind = "residual CNN" if m.residual else "CNN"
         return f"{kind} channels {list(m.channels)}, head {list(m.hidden)}"
-    return f"{m.architecture.upper()} {list(m.rnn_hidden)}, head {list(m.hidden)}"
+    tokens = f", {m.token_bins} tokens embedded in {m.embed_dim}" if m.token_bins else ""
+    return f"{m.architecture.upper()} {list(m.rnn_hidden)}, head {list(m.hidden)}{tokens}"

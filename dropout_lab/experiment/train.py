@@ -26,7 +26,13 @@ from jax.sharding import PartitionSpec as P
 from dropout_lab.experiment import distributed
 from dropout_lab.experiment.config import ConfigError, ExperimentConfig, TrainConfig
 from dropout_lab.experiment.data import Dataset
-from dropout_lab.experiment.model import SOWN_LOSSES, build_model, learned_rates, pruned_fraction
+from dropout_lab.experiment.model import (
+    SOWN_LOSSES,
+    build_model,
+    learned_rates,
+    pruned_fraction,
+    token_edges,
+)
 
 # XLA:CPU in jax 0.10 can fuse a deterministic MLP forward over >= 1024 rows into a
 # library call ~15x slower than plain dots; evaluation forwards use this option.
@@ -83,7 +89,7 @@ class Trainer:
       method: a key of ``dropout_lab.experiment.model.METHOD_VARIANT`` (``none``,
         ``classic``, ``inverted``, ``rdrop``, ``mc``, ``dropconnect``, ``gaussian``,
         ``channel``, ``dropblock``, ``locked``, ``zoneout``, ``concrete``, ``droppath``,
-        ``weightdrop``, ``sparse_vd``); the model
+        ``weightdrop``, ``sparse_vd``, ``embedding``); the model
         is ``cfg.model.architecture``'s (:func:`~dropout_lab.experiment.model.build_model`).
       data: the split data set.
     """
@@ -95,12 +101,14 @@ class Trainer:
         self.rate = float(getattr(mcfg, "rate", 0.0))
         self.input_rate = float(getattr(mcfg, "input_rate", 0.0))
         self.alpha = float(getattr(mcfg, "alpha", 0.0))
+        bins = cfg.model.token_bins
         self.model = build_model(
             cfg,
             method,
             data.num_features,
             data.num_classes if self.task == "classification" else 1,
             len(data.x_train),
+            token_edges=token_edges(data.x_train, bins) if bins else (),
         )
         self.tx = make_optimizer(cfg.train)
         n = len(data.x_train)
