@@ -15,6 +15,7 @@ import time
 
 import jax
 
+from dropout_lab.experiment import ConfigError
 from dropout_lab.experiment.theory_checks import run_theory_checks, write_theory_outputs
 from dropout_lab.experiment.theory_config import load_theory_config
 
@@ -43,5 +44,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    result = main()
+    try:
+        result = main()
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(0 if all(r["passed"] for r in result["rows"]) else 1)
