@@ -51,6 +51,19 @@ def check_rate(rate: ArrayLike, name: str = "rate") -> jax.Array:
     return jnp.asarray(rate, dtype=jnp.result_type(float))
 
 
+def keep_probability(rate: ArrayLike, rate_array: jax.Array) -> jax.Array:
+    """``1 - rate`` as a scalar array, rounded once when ``rate`` is concrete.
+
+    ``jax.random.bernoulli(key, 1 - rate)`` (and so Flax) rounds ``1 - rate`` computed in
+    double precision; ``1 - float32(rate)`` can land one float32 step away (rate 0.33:
+    0.66999996 instead of 0.67), which flips the masks of the rare elements whose
+    uniform draw falls in between. A traced rate is subtracted in its own precision.
+    """
+    if is_concrete(rate):
+        return jnp.asarray(1.0 - float(np.asarray(rate)), dtype=rate_array.dtype)
+    return 1.0 - rate_array
+
+
 def invalid_rate(rate: jax.Array) -> jax.Array:
     """Boolean scalar: the (possibly traced) rate is NaN or outside [0, 1]."""
     return ~((rate >= 0) & (rate <= 1))

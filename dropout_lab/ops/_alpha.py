@@ -36,8 +36,8 @@ def affine_correction(keep: jax.Array) -> tuple[jax.Array, jax.Array]:
 @functools.partial(
     jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable, static_argnums=(3,)
 )
-def _alpha_train(key: jax.Array, x: jax.Array, rate: jax.Array, impl: str) -> jax.Array:
-    mask, keep_used = keep_mask(key, x.shape, rate, impl)
+def _alpha_train(key: jax.Array, x: jax.Array, keep: jax.Array, impl: str) -> jax.Array:
+    mask, keep_used = keep_mask(key, x.shape, keep, impl)
     dtype = compute_dtype(x.dtype)
     a, b = affine_correction(keep_used)
     kept = jnp.where(mask, x.astype(dtype), jnp.asarray(SELU_SATURATION, dtype))
@@ -84,5 +84,6 @@ def alpha_dropout(
     if deterministic:
         y = x
     else:
-        y = _alpha_train(_checks.as_key(key), x, rate_array, impl)
+        keep = _checks.keep_probability(rate, rate_array)
+        y = _alpha_train(_checks.as_key(key), x, keep, impl)
     return _checks.nan_if_invalid(y, rate, rate_array)

@@ -23,18 +23,17 @@ def check_impl(impl: str) -> str:
 
 
 def keep_mask(
-    key: jax.Array, shape: tuple[int, ...], rate: jax.Array, impl: str = "fast"
+    key: jax.Array, shape: tuple[int, ...], keep: jax.Array, impl: str = "fast"
 ) -> tuple[jax.Array, jax.Array]:
-    """Draws a keep-mask of ``shape`` and returns it with the keep probability used.
+    """Draws a keep-mask of ``shape`` (keep probability ``keep``) and the probability used.
 
     ``impl="fast"`` cuts 16-bit lanes from Threefry words (keep probability
     quantised to a multiple of 2**-16; see ``_prng.random_lanes`` for which bits feed
     which element); ``impl="bernoulli"`` is bit-identical to
-    ``jax.random.bernoulli(key, 1 - rate, shape)``, the masks Flax draws (computed by
+    ``jax.random.bernoulli(key, keep, shape)``, the masks Flax draws (computed by
     the unrolled cipher for threefry keys with ``jax_threefry_partitionable`` on, the
     jax default, else by ``jax.random.bernoulli`` itself).
     """
-    keep = 1.0 - rate
     if impl == "bernoulli":
         keep32 = keep.astype(jnp.float32)
         if _prng.is_threefry(key) and jax.config.jax_threefry_partitionable:
@@ -54,7 +53,7 @@ def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
 def _select_scaled(
     key: jax.Array,
     x: jax.Array,
-    rate: jax.Array,
+    keep: jax.Array,
     mode: str,
     broadcast_dims: tuple[int, ...],
     impl: str,
@@ -78,39 +77,38 @@ def _select_scaled(
         return (v.astype(dtype) / divisor).astype(v.dtype)
 
     if chunked and impl == "fast" and shape == x.shape and _prng.can_chunk(key, x.size):
-        threshold = _prng.lane_threshold(1.0 - rate)
+        threshold = _prng.lane_threshold(keep)
         keep_used = threshold.astype(jnp.float32) / _prng.LANE_LEVELS
         return _prng.select_lanes_chunked(key, x, threshold, lambda v: scaled(v, keep_used))
-    mask, keep_used = keep_mask(key, shape, rate, impl)
+    mask, keep_used = keep_mask(key, shape, keep, impl)
     mask = jnp.broadcast_to(mask, x.shape)
     return jnp.where(mask, scaled(x, keep_used), jnp.zeros((), x.dtype))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5))
-def _dropout_train(key, x, rate, mode, broadcast_dims, impl):
-    return _select_scaled(key, x, rate, mode, broadcast_dims, impl, chunked=True)
+def _dropout_train(key, x, keep, mode, broadcast_dims, impl):
+    return _select_scaled(key, x, keep, mode, broadcast_dims, impl, chunked=True)
 
 
 @_dropout_train.defjvp
 def _dropout_train_jvp(mode, broadcast_dims, impl, primals, tangents):
     # The output is linear in x for a fixed mask, so the tangent is the same op
     # applied to x_dot. Wrapping it in `jax.checkpoint` makes reverse mode keep only
-    # the key and the rate as residuals and regenerate the mask in the backward pass.
-    # The mask is a step function of the rate: the rate gets no gradient.
-    key, x, rate = primals
+    # the key and the keep probability as residuals and regenerate the mask in the
+    # backward pass. The mask is a step function of the rate: the rate gets no gradient.
+    key, x, keep = primals
     x_dot = tangents[1]
-    y = _select_scaled(key, x, rate, mode, broadcast_dims, impl, chunked=True)
+    y = _select_scaled(key, x, keep, mode, broadcast_dims, impl, chunked=True)
     tangent_fn = jax.checkpoint(
         functools.partial(_select_scaled, mode=mode, broadcast_dims=broadcast_dims, impl=impl),
         policy=jax.checkpoint_policies.nothing_saveable,
     )
-    return y, tangent_fn(key, x_dot, rate)
+    return y, tangent_fn(key, x_dot, keep)
 
 
-def _eval_scale(x: jax.Array, rate: jax.Array, mode: str, impl: str) -> jax.Array:
+def _eval_scale(x: jax.Array, keep: jax.Array, mode: str, impl: str) -> jax.Array:
     if mode == "inverted":
         return x
-    keep = 1.0 - rate
     if impl == "fast":
         keep = jnp.round(keep.astype(jnp.float32) * _prng.LANE_LEVELS) / _prng.LANE_LEVELS
     dtype = compute_dtype(x.dtype)
@@ -192,8 +190,9 @@ def dropout(
     check_impl(impl)
     _checks.mask_shape(x.shape, broadcast_dims)
     broadcast_dims = tuple(int(d) % x.ndim for d in broadcast_dims)
+    keep = _checks.keep_probability(rate, rate_array)
     if deterministic:
-        y = _eval_scale(x, rate_array, mode, impl)
+        y = _eval_scale(x, keep, mode, impl)
     else:
-        y = _dropout_train(_checks.as_key(key), x, rate_array, mode, broadcast_dims, impl)
+        y = _dropout_train(_checks.as_key(key), x, keep, mode, broadcast_dims, impl)
     return _checks.nan_if_invalid(y, rate, rate_array)

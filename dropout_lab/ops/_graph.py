@@ -154,6 +154,7 @@ def drop_edge(
     if edge_weight.shape != (num_edges,):
         raise ValueError(f"edge_weight must be [{num_edges}], got shape {edge_weight.shape}.")
 
+    keep = _checks.keep_probability(rate, rate_array)
     if deterministic:
         mask = jnp.ones(num_edges, bool)
     elif undirected:
@@ -163,11 +164,11 @@ def drop_edge(
 
         def pair_mask(a, b):
             pair_key = jax.random.fold_in(jax.random.fold_in(key, a), b)
-            return keep_mask(pair_key, (), rate_array, impl)[0]
+            return keep_mask(pair_key, (), keep, impl)[0]
 
         mask = jax.vmap(pair_mask)(lo, hi)
     else:
-        mask = keep_mask(_checks.as_key(key), (num_edges,), rate_array, impl)[0]
+        mask = keep_mask(_checks.as_key(key), (num_edges,), keep, impl)[0]
     weight = jnp.where(mask, edge_weight, jnp.zeros((), edge_weight.dtype))
     self_loop = None
     if normalize:
@@ -227,7 +228,8 @@ def drop_edge_dense(
     if deterministic:
         a = adjacency
     else:
-        mask = keep_mask(_checks.as_key(key), adjacency.shape, rate_array, impl)[0]
+        keep = _checks.keep_probability(rate, rate_array)
+        mask = keep_mask(_checks.as_key(key), adjacency.shape, keep, impl)[0]
         if symmetric:
             upper = jnp.triu(mask)
             mask = upper | jnp.triu(mask, 1).T
@@ -301,7 +303,8 @@ def drop_node(
         mode = "inverted" if rescale else "classic"
         y = dropout(key, x, rate, mode=mode, broadcast_dims=broadcast_dims, impl=impl)
         # The same key and mask shape as inside `dropout`: the same mask.
-        mask = keep_mask(key, _checks.mask_shape(x.shape, broadcast_dims), rate_array, impl)[0]
+        keep = _checks.keep_probability(rate, rate_array)
+        mask = keep_mask(key, _checks.mask_shape(x.shape, broadcast_dims), keep, impl)[0]
         node_mask = mask.reshape(x.shape[0])
     edge_mask = None
     if edge_index is not None:

@@ -192,7 +192,8 @@ def zoneout(
         # Exact endpoints, even for inf/NaN in the state that is not used.
         y = jnp.where(rate_array <= 0, h_new, jnp.where(rate_array >= 1, h_prev, y))
     else:
-        update, _ = keep_mask(_checks.as_key(key), h_new.shape, rate_array, impl)
+        keep = _checks.keep_probability(rate, rate_array)
+        update, _ = keep_mask(_checks.as_key(key), h_new.shape, keep, impl)
         y = jnp.where(update, h_new, h_prev)
     return _checks.nan_if_invalid(y, rate, rate_array)
 

@@ -209,9 +209,9 @@ def _dropblock_train(
     for d, b in zip(spatial, blocks, strict=True):
         seed_shape[d] = x.shape[d] - b + 1
         window[d], padding[d] = b, (b - 1, b - 1)
-    # keep_mask keeps with probability 1 - rate: pass 1 - gamma to draw the seeds
-    # (exact Bernoulli draws: gamma is small and must not be quantised).
-    seeds, _ = keep_mask(key, tuple(seed_shape), 1.0 - gamma, impl="bernoulli")
+    # A block starts where the draw is "kept" with probability gamma (exact Bernoulli
+    # draws: gamma is small and must not be quantised).
+    seeds, _ = keep_mask(key, tuple(seed_shape), gamma, impl="bernoulli")
     # Seed s drops s .. s + b - 1: a max over a window of b, padded by b - 1 both sides.
     dropped = lax.reduce_window(
         seeds.astype(jnp.float32), 0.0, lax.max, window, (1,) * x.ndim, padding

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import dropout_lab as dl
+from dropout_lab import _checks
 from dropout_lab.ops import _prng
 from dropout_lab.ops._bernoulli import keep_mask
 
@@ -140,34 +141,46 @@ def test_mask_depends_only_on_key_and_flat_index(impl_name):
     # Same flat index -> same mask element, whatever the shape, and a longer mask
     # extends a shorter one; jit and vmap over keys give each key's own mask.
     key = jax.random.key(7, impl=impl_name)
-    rate = jnp.float32(0.4)
-    a, _ = keep_mask(key, (6, 35), rate, "fast")
-    b, _ = keep_mask(key, (210,), rate, "fast")
-    c, _ = keep_mask(key, (301,), rate, "fast")
+    keep = jnp.float32(0.6)
+    a, _ = keep_mask(key, (6, 35), keep, "fast")
+    b, _ = keep_mask(key, (210,), keep, "fast")
+    c, _ = keep_mask(key, (301,), keep, "fast")
     np.testing.assert_array_equal(np.asarray(a).reshape(-1), b)
     np.testing.assert_array_equal(b, np.asarray(c)[:210])
-    jitted = jax.jit(lambda k: keep_mask(k, (6, 35), rate, "fast")[0])(key)
+    jitted = jax.jit(lambda k: keep_mask(k, (6, 35), keep, "fast")[0])(key)
     np.testing.assert_array_equal(jitted, a)
     keys = jax.random.split(key, 3)
-    batched = jax.vmap(lambda k: keep_mask(k, (6, 35), rate, "fast")[0])(keys)
+    batched = jax.vmap(lambda k: keep_mask(k, (6, 35), keep, "fast")[0])(keys)
     for i in range(3):
-        np.testing.assert_array_equal(batched[i], keep_mask(keys[i], (6, 35), rate, "fast")[0])
+        np.testing.assert_array_equal(batched[i], keep_mask(keys[i], (6, 35), keep, "fast")[0])
 
 
 @pytest.mark.parametrize("shape", [(), (33, 65), (2, 3, 129)])
 @pytest.mark.parametrize("rate", [0.0, 0.1, 0.77, 1.0])
 def test_bernoulli_impl_is_bit_identical_to_jax_random_bernoulli(shape, rate):
-    # keep_mask gets the rate as a float32 array; its keep probability is the float32
-    # 1 - rate (for rate 0.77 that is 0.23000002, one ulp above float32(0.23)).
-    rate32 = jnp.float32(rate)
+    # keep_mask gets the keep probability; jax (and Flax) round 1 - rate computed in
+    # double precision to float32, and so does keep_probability for a concrete rate.
+    keep32 = _checks.keep_probability(rate, jnp.float32(rate))
+    assert keep32 == np.float32(1.0 - rate)
     for seed in (0, 99):
         key = jax.random.key(seed)
-        expected = jax.random.bernoulli(key, 1 - rate32, shape)
-        mask, keep = keep_mask(key, shape, rate32, "bernoulli")
+        expected = jax.random.bernoulli(key, 1.0 - rate, shape)
+        mask, keep = keep_mask(key, shape, keep32, "bernoulli")
         np.testing.assert_array_equal(mask, expected)
-        assert keep == 1 - rate32
-    jitted = jax.jit(lambda k, r: keep_mask(k, shape, r, "bernoulli")[0])(key, rate32)
+        assert keep == keep32
+    jitted = jax.jit(lambda k, q: keep_mask(k, shape, q, "bernoulli")[0])(key, keep32)
     np.testing.assert_array_equal(jitted, expected)
+
+
+def test_concrete_rate_rounds_keep_like_flax():
+    # 1 - float32(0.33) is 0.66999996, one float32 step below float32(1 - 0.33) = 0.67;
+    # with key 0 two of these 2**24 uniforms fall in between, so computing the keep
+    # probability from the float32 rate would flip two mask elements.
+    x = jnp.ones((1 << 24,), jnp.float32)
+    key = jax.random.key(0)
+    assert np.float32(1) - np.float32(0.33) != np.float32(1 - 0.33)
+    ours = dl.dropout(key, x, 0.33, impl="bernoulli") != 0
+    np.testing.assert_array_equal(ours, jax.random.bernoulli(key, 1 - 0.33, x.shape))
 
 
 def test_bernoulli_impl_follows_the_legacy_threefry_layout_too():
@@ -176,7 +189,7 @@ def test_bernoulli_impl_follows_the_legacy_threefry_layout_too():
     key = jax.random.key(5)
     with jax.threefry_partitionable(False):
         expected = jax.random.bernoulli(key, jnp.float32(0.7), (33, 17))
-        mask, _ = keep_mask(key, (33, 17), jnp.float32(0.3), "bernoulli")
+        mask, _ = keep_mask(key, (33, 17), jnp.float32(0.7), "bernoulli")
     np.testing.assert_array_equal(mask, expected)
 
 
