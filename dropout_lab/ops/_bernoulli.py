@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import jax
@@ -12,37 +13,56 @@ from jax.typing import ArrayLike
 from dropout_lab import _checks
 from dropout_lab.ops import _prng
 
-IMPLS = ("fast", "bernoulli")
+IMPLS = ("exact", "fast", "bernoulli")
 
 
 def check_impl(impl: str) -> str:
     """Validates the mask generator name."""
     if impl not in IMPLS:
-        raise ValueError(f"impl={impl!r} is not one of {IMPLS}.")
+        raise ValueError(
+            f"impl={impl!r} is not one of {IMPLS}; the default 'exact' keeps values "
+            "x / (1 - rate) exactly, 'bernoulli' reproduces Flax's masks bit for bit."
+        )
     return impl
 
 
-def keep_mask(
-    key: jax.Array, shape: tuple[int, ...], keep: jax.Array, impl: str = "fast"
-) -> tuple[jax.Array, jax.Array]:
-    """Draws a keep-mask of ``shape`` (keep probability ``keep``) and the probability used.
+def _stream_generator(keep: jax.Array, impl: str) -> tuple[_prng.Decide, jax.Array]:
+    """The word-stream generator of ``impl`` ("exact" or "fast") and its scale's keep."""
+    if impl == "fast":
+        return _prng.lane_decisions(keep)
+    return _prng.word_decisions(keep), keep
 
-    ``impl="fast"`` cuts 16-bit lanes from Threefry words (keep probability
-    quantised to a multiple of 2**-16; see ``_prng.random_lanes`` for which bits feed
-    which element); ``impl="bernoulli"`` is bit-identical to
-    ``jax.random.bernoulli(key, keep, shape)``, the masks Flax draws (computed by
-    the unrolled cipher for threefry keys with ``jax_threefry_partitionable`` on, the
-    jax default, else by ``jax.random.bernoulli`` itself).
+
+def keep_mask(
+    key: jax.Array, shape: tuple[int, ...], keep: jax.Array, impl: str = "exact"
+) -> tuple[jax.Array, jax.Array]:
+    """Draws a keep-mask of ``shape`` (keep probability ``keep``) and the probability to scale by.
+
+    * ``impl="exact"`` (default): element ``i`` (row-major) is kept when 32-bit word
+      ``i`` of the key's stream is below ``ceil(keep * 2**32)``: keep probability
+      within ``2**-32`` of ``keep``; the scale uses ``keep`` itself.
+    * ``impl="fast"``: 16-bit lanes, keep probability rounded to a multiple of
+      ``2**-16``, returned as the probability to scale by (so ``E[y] = x`` exactly but a
+      kept value is ``x / q'`` rather than ``x / (1 - rate)``).
+    * ``impl="bernoulli"``: bit-identical to ``jax.random.bernoulli(key, keep, shape)``,
+      the masks Flax draws (computed by the unrolled cipher for threefry keys with
+      ``jax_threefry_partitionable`` on, the jax default, else by
+      ``jax.random.bernoulli`` itself).
+
+    See ``_prng`` for which random bits feed which element.
     """
     if impl == "bernoulli":
         keep32 = keep.astype(jnp.float32)
-        if _prng.is_threefry(key) and jax.config.jax_threefry_partitionable:
+        # jax's Config sets its options as attributes at import; its class declares none.
+        partitionable = jax.config.jax_threefry_partitionable  # type: ignore[attr-defined]
+        if _prng.is_threefry(key) and partitionable:
             # jax.random.bernoulli(key, p, shape) is uniform(key, shape) < p with
             # uniform = bitcast((bits >> 9) | bits(1.0)) - 1; the same words come from
             # the unrolled cipher, which XLA fuses (jax's own lowering does not).
             return _prng.uniform_from_words(_prng.random_words(key, shape)) < keep32, keep32
         return jax.random.bernoulli(key, keep32, shape), keep32
-    return _prng.lane_keep_mask(key, shape, keep)
+    decide, keep_used = _stream_generator(keep, impl)
+    return decide(key, math.prod(shape), 0).reshape(shape), keep_used
 
 
 def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
@@ -62,7 +82,7 @@ def _select_scaled(
     """``where(mask, x / keep_used, 0)`` (inverted) or ``where(mask, x, 0)`` (classic).
 
     With ``chunked`` (used for the primal, not for the tangent) a large whole-array
-    fast mask is drawn and applied piece by piece (``_prng.select_lanes_chunked``):
+    stream mask is drawn and applied piece by piece (``_prng.select_chunked``):
     the same values, without a full-size buffer of random words.
     """
     shape = _checks.mask_shape(x.shape, broadcast_dims)
@@ -76,10 +96,9 @@ def _select_scaled(
         divisor = jnp.where(keep_used > 0, keep_used, 1.0).astype(dtype)
         return (v.astype(dtype) / divisor).astype(v.dtype)
 
-    if chunked and impl == "fast" and shape == x.shape and _prng.can_chunk(key, x.size):
-        threshold = _prng.lane_threshold(keep)
-        keep_used = threshold.astype(jnp.float32) / _prng.LANE_LEVELS
-        return _prng.select_lanes_chunked(key, x, threshold, lambda v: scaled(v, keep_used))
+    if chunked and impl != "bernoulli" and shape == x.shape and _prng.can_chunk(key, x.size):
+        decide, keep_used = _stream_generator(keep, impl)
+        return _prng.select_chunked(key, x, decide, lambda v: scaled(v, keep_used))
     mask, keep_used = keep_mask(key, shape, keep, impl)
     mask = jnp.broadcast_to(mask, x.shape)
     return jnp.where(mask, scaled(x, keep_used), jnp.zeros((), x.dtype))
@@ -109,21 +128,21 @@ def _dropout_train_jvp(mode, broadcast_dims, impl, primals, tangents):
 def _eval_scale(x: jax.Array, keep: jax.Array, mode: str, impl: str) -> jax.Array:
     if mode == "inverted":
         return x
-    if impl == "fast":
-        keep = jnp.round(keep.astype(jnp.float32) * _prng.LANE_LEVELS) / _prng.LANE_LEVELS
+    if impl != "bernoulli":
+        keep = _stream_generator(keep, impl)[1]
     dtype = compute_dtype(x.dtype)
     return (x.astype(dtype) * keep.astype(dtype)).astype(x.dtype)
 
 
 def dropout(
-    key: ArrayLike,
+    key: ArrayLike | None,
     x: ArrayLike,
     rate: ArrayLike,
     *,
     mode: str = "inverted",
     broadcast_dims: Sequence[int] = (),
     deterministic: bool = False,
-    impl: str = "fast",
+    impl: str = "exact",
 ) -> jax.Array:
     r"""Bernoulli dropout (Srivastava et al. 2014), inverted or classic.
 
@@ -138,19 +157,38 @@ def dropout(
     so that :math:`\mathbb{E}[y_\text{train}] = y_\text{eval}` in both modes. Dropped
     positions are selected away, not multiplied by zero: a dropped NaN or inf becomes 0.
 
-    With the default ``impl="fast"`` the mask is cut from 16-bit random lanes, so the
-    keep probability actually used, :math:`q'`, is :math:`q` rounded to a multiple of
-    :math:`2^{-16}` (exactly :math:`q` for rates such as 0.5 or 0.25), and the scale is
-    :math:`1/q'`: :math:`\mathbb{E}[y] = x` holds exactly. ``impl="bernoulli"`` draws
-    ``jax.random.bernoulli(key, 1 - rate, shape)``, the same masks as
-    ``flax.linen.Dropout`` for the same key, and scales by :math:`1/(1-\text{rate})`.
+    Exactness (default ``impl="exact"``): a kept value is ``x / q`` as the input's
+    dtype computes it (half precision: in float32, rounded once), with :math:`q` the
+    keep probability rounded once to the rate's float dtype from the Python value
+    (as ``jax.random.bernoulli`` and Flax do). Element :math:`i` (row-major) is kept
+    when 32-bit word :math:`i` of the key's Threefry stream is below
+    :math:`\lceil q\,2^{32}\rceil`, so the keep probability realised is
+    :math:`q' \in [q, q + 2^{-32})` and
+
+    .. math::
+        \left|\mathbb{E}[y] - x\right| \le \frac{2^{-32}}{q}\,|x|
+        \quad(\text{plus the rounding of } x / q),
+
+    well inside :math:`2^{-23}/(1 - \text{rate})`; even rate :math:`1 - 2^{-18}`
+    keeps about 64 of :math:`2^{24}` elements.
+
+    Other generators, opt-in: ``impl="bernoulli"`` draws
+    ``jax.random.bernoulli(key, 1 - rate, shape)``, bit for bit the masks of
+    ``flax.linen.Dropout`` for the same key (keep probability on a :math:`2^{-23}`
+    grid), scaled by :math:`1/q`. ``impl="fast"`` cuts four elements' decisions from
+    each cipher call (16-bit lanes): the keep probability is rounded to
+    :math:`q' = \mathrm{round}(q\,2^{16})/2^{16}` (within :math:`2^{-17}`; rates
+    above :math:`1 - 2^{-17}` keep nothing) and a kept value is :math:`x / q'`, so
+    :math:`\mathbb{E}[y] = x` but a kept value differs from :math:`x / q` by up to
+    :math:`2^{-17}/q` relative (rate 0.4: 1.66665 for 1.6666666).
 
     Under ``jax.grad`` the backward pass regenerates the mask from the key, so no
     array of the input's size is kept for it. The mask is a step function of the
     rate: the rate receives a zero gradient (use concrete dropout to learn rates).
 
     Args:
-      key: a PRNG key (``jax.random.key`` or a legacy ``jax.random.PRNGKey``).
+      key: a PRNG key (``jax.random.key`` or a legacy ``jax.random.PRNGKey``),
+        or ``None`` when ``deterministic``.
       x: floating array ``[...]``; its dtype is kept (float16/bfloat16 are scaled in
         float32 and rounded once).
       rate: drop probability in [0, 1]: a Python float or a scalar array that may be
@@ -162,7 +200,8 @@ def dropout(
         the spatial axes for channel dropout or the time axis for variational RNN
         dropout.
       deterministic: evaluation mode: no mask; ``x`` (inverted) or ``q x`` (classic).
-      impl: ``"fast"`` or ``"bernoulli"`` (see above).
+      impl: mask generator: ``"exact"`` (default), ``"bernoulli"`` (Flax's bits) or
+        ``"fast"`` (coarser keep probability; see above).
 
     Returns:
       Array with the shape and dtype of ``x``.

@@ -137,11 +137,43 @@ def _threefry_blocks(key_words: jax.Array, num_blocks: int, first_block: jax.Arr
     return lax.complex(as_float(x0), as_float(x1))
 
 
+def stream_words(key: jax.Array, num_words: int, first_block: ArrayLike = 0) -> jax.Array:
+    """``num_words`` 32-bit words of the key's word stream, materialised (``uint32``).
+
+    Words ``2j`` and ``2j + 1`` are the two output words of Threefry-2x32 at counter
+    ``(0, j)`` for threefry keys; other keys use ``jax.random.bits`` (see the module
+    docstring). The words are computed behind a fusion barrier, so each cipher call
+    runs once however many mask elements read its words.
+
+    Args:
+      key: a typed PRNG key.
+      num_words: how many words to draw.
+      first_block: threefry keys only: start at word ``2 * first_block`` (may be
+        traced); lets a long mask be drawn in pieces.
+
+    Returns:
+      ``uint32`` array ``[num_words]``.
+    """
+    if not is_threefry(key):
+        return _materialize(lambda k: jax.random.bits(k, (num_words,), jnp.uint32), key)
+    num_blocks = -(-num_words // 2)
+    if num_blocks > 2**32:
+        raise ValueError(f"masks of more than 2**33 words are not supported ({num_words}).")
+    first = jnp.asarray(first_block, jnp.uint32)
+    blocks = _materialize(
+        lambda k: _threefry_blocks(jax.random.key_data(k), num_blocks, first), key
+    )
+    as_word = lambda f: lax.bitcast_convert_type(f, jnp.uint32)  # noqa: E731
+    low = lax.broadcasted_iota(jnp.int32, (num_blocks, 2), 1) == 0
+    words = jnp.where(low, as_word(jnp.real(blocks))[:, None], as_word(jnp.imag(blocks))[:, None])
+    return words.reshape(-1)[:num_words]
+
+
 def random_lanes(key: jax.Array, num_lanes: int, first_block: ArrayLike = 0) -> jax.Array:
     """``num_lanes`` 16-bit lanes of the key's word stream, as ``uint32``.
 
-    Lane ``i`` is the low (even ``i``) or high (odd ``i``) half of word ``i // 2``;
-    see the module docstring for the word stream of each key implementation.
+    Lane ``i`` is the low (even ``i``) or high (odd ``i``) half of word ``i // 2`` of
+    :func:`stream_words`.
 
     Args:
       key: a typed PRNG key.
@@ -152,27 +184,30 @@ def random_lanes(key: jax.Array, num_lanes: int, first_block: ArrayLike = 0) -> 
     Returns:
       ``uint32`` array ``[num_lanes]`` with values in ``[0, 2**16)``.
     """
-    if is_threefry(key):
-        num_blocks = -(-num_lanes // 4)
-        if num_blocks > 2**32:
-            raise ValueError(f"masks of more than 2**34 elements are not supported ({num_lanes}).")
-        first = jnp.asarray(first_block, jnp.uint32)
-        blocks = _materialize(
-            lambda k: _threefry_blocks(jax.random.key_data(k), num_blocks, first), key
-        )
-        as_word = lambda f: lax.bitcast_convert_type(f, jnp.uint32)  # noqa: E731
-        first = lax.broadcasted_iota(jnp.int32, (num_blocks, 2, 2), 1) == 0
-        words = jnp.where(
-            first,
-            as_word(jnp.real(blocks))[:, None, None],
-            as_word(jnp.imag(blocks))[:, None, None],
-        )
-    else:
-        num_words = -(-num_lanes // 2)
-        words = _materialize(lambda k: jax.random.bits(k, (num_words,), jnp.uint32), key)[:, None]
-    halves = lax.broadcasted_iota(jnp.uint32, (*words.shape[:-1], 2), words.ndim - 1)
+    num_words = -(-num_lanes // 2)
+    words = stream_words(key, num_words, first_block)[:, None]
+    halves = lax.broadcasted_iota(jnp.uint32, (num_words, 2), 1)
     lanes = lax.shift_right_logical(words, halves * jnp.uint32(LANE_BITS)) & jnp.uint32(_LANE_MASK)
     return lanes.reshape(-1)[:num_lanes]
+
+
+def word_threshold(keep: jax.Array) -> tuple[jax.Array, jax.Array]:
+    r"""``(ceil(keep * 2**32), keep >= 1)``: a word below the threshold keeps its element.
+
+    The threshold is exact (a power-of-two scaling and a ``ceil`` of a float whose
+    integer part fits in ``uint32``), so the realised keep probability is
+    :math:`\lceil q\,2^{32}\rceil / 2^{32} \in [q, q + 2^{-32})` for the keep probability
+    :math:`q` as its dtype holds it. ``keep >= 1`` (threshold :math:`2^{32}`, beyond
+    ``uint32``) is returned as a flag that keeps every element.
+    """
+    keep_all = keep >= 1
+    scaled = jnp.ceil(jnp.where(keep_all, 0.0, keep) * jnp.asarray(2.0**32, keep.dtype))
+    return scaled.astype(jnp.uint32), keep_all
+
+
+def words_keep(words: jax.Array, threshold: jax.Array, keep_all: jax.Array) -> jax.Array:
+    """Boolean keep decisions of ``uint32`` words against :func:`word_threshold`."""
+    return (words < threshold) | keep_all
 
 
 def lane_threshold(keep: jax.Array) -> jax.Array:
@@ -197,57 +232,70 @@ def standard_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return jnp.float32(math.sqrt(2)) * lax.erf_inv(uniform)
 
 
-def lane_keep_mask(
-    key: jax.Array, shape: tuple[int, ...], keep: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """Bernoulli keep-mask from 16-bit lanes and the keep probability it realises.
+Decide = Callable[[jax.Array, int, ArrayLike], jax.Array]
+"""``decide(key, size, first_element)``: keep decisions of flat mask elements
+``first_element, ..., first_element + size - 1`` (``first_element`` a multiple of 4)."""
 
-    Element ``i`` (row-major flat index) is kept when lane ``i`` (see
-    :func:`random_lanes`) is below ``threshold = round(keep * 2**16)``, so the realised
-    keep probability is ``threshold / 2**16``, within ``2**-17`` of ``keep``; it is
-    returned so callers scale by exactly the probability used.
 
-    Args:
-      key: a typed PRNG key.
-      shape: shape of the mask.
-      keep: scalar keep probability in [0, 1] (may be traced).
+def lane_decisions(keep: jax.Array) -> tuple[Decide, jax.Array]:
+    """The 16-bit-lane generator (``impl="fast"``) and the keep probability it realises.
 
-    Returns:
-      ``(mask, keep_used)``: a boolean mask of ``shape`` and a float32 scalar.
+    Element ``i`` is kept when lane ``i`` (:func:`random_lanes`) is below
+    ``threshold = round(keep * 2**16)``, so the realised keep probability is
+    ``threshold / 2**16``, within ``2**-17`` of ``keep``; it is returned so callers
+    can scale by the probability used.
     """
     threshold = lane_threshold(keep)
-    keep_used = threshold.astype(jnp.float32) / LANE_LEVELS
-    lanes = random_lanes(key, math.prod(shape))
-    return (lanes < threshold).reshape(shape), keep_used
+
+    def decide(key: jax.Array, size: int, first_element: ArrayLike = 0) -> jax.Array:
+        first_block = jnp.asarray(first_element, jnp.uint32) // jnp.uint32(4)
+        return random_lanes(key, size, first_block) < threshold
+
+    return decide, threshold.astype(jnp.float32) / LANE_LEVELS
+
+
+def word_decisions(keep: jax.Array) -> Decide:
+    """The 32-bit-word generator (the default, ``impl="exact"``).
+
+    Element ``i`` is kept when word ``i`` of :func:`stream_words` is below
+    :func:`word_threshold`: keep probability within ``2**-32`` above ``keep``.
+    """
+    threshold, keep_all = word_threshold(keep)
+
+    def decide(key: jax.Array, size: int, first_element: ArrayLike = 0) -> jax.Array:
+        first_block = jnp.asarray(first_element, jnp.uint32) // jnp.uint32(2)
+        return words_keep(stream_words(key, size, first_block), threshold, keep_all)
+
+    return decide
 
 
 CHUNK = 1 << 20
-"""Elements per piece in :func:`select_lanes_chunked` (its lanes take 2 MiB)."""
+"""Elements per piece in :func:`select_chunked`."""
 
 
 def can_chunk(key: jax.Array, size: int) -> bool:
-    """Whether :func:`select_lanes_chunked` applies (threefry key, more than one chunk)."""
+    """Whether :func:`select_chunked` applies (threefry key, more than one chunk)."""
     return is_threefry(key) and size > CHUNK
 
 
-def select_lanes_chunked(
+def select_chunked(
     key: jax.Array,
     x: jax.Array,
-    threshold: jax.Array,
+    decide: Decide,
     kept: Callable[[jax.Array], jax.Array],
 ) -> jax.Array:
-    """``where(lanes < threshold, kept(x), 0)`` for a whole-array mask, in pieces.
+    """``where(decide(key, x.size, 0), kept(x), 0)`` for a whole-array mask, in pieces.
 
-    Same values as building the :func:`lane_keep_mask` of ``x.shape`` and selecting
-    with it: the piece starting at flat index ``s`` uses lanes ``s, s + 1, ...``. Each
-    piece's lanes (2 MiB) stay in cache and below the ~32 MiB size above which every
-    fresh buffer is page-faulted again on each call, and the output is updated in
-    place (in ``x``'s buffer when it is donated).
+    Same values as deciding the whole flat mask at once: the piece starting at flat
+    index ``s`` decides elements ``s, s + 1, ...``. Each piece's random words (at most
+    4 MiB) stay in cache and below the ~32 MiB size above which every fresh buffer is
+    page-faulted again on each call, and the output is updated in place (in ``x``'s
+    buffer when it is donated).
 
     Args:
       key: a threefry PRNG key.
       x: the array ``[...]``.
-      threshold: ``uint32`` scalar from :func:`lane_threshold`.
+      decide: the mask generator (:data:`Decide`).
       kept: elementwise map giving the kept values (e.g. ``x / keep``).
 
     Returns:
@@ -257,15 +305,15 @@ def select_lanes_chunked(
     flat = x.reshape(-1)
 
     def piece(segment: jax.Array, start: jax.Array) -> jax.Array:
-        lanes = random_lanes(key, segment.size, start // 4)
-        return jnp.where(lanes < threshold, kept(segment), jnp.zeros((), x.dtype))
+        keep = decide(key, segment.size, start)
+        return jnp.where(keep, kept(segment), jnp.zeros((), x.dtype))
 
     def piece_at(y: jax.Array, start: jax.Array) -> jax.Array:
         return piece(lax.dynamic_slice(y, (start,), (CHUNK,)), start)
 
     def body(i, y):
         # The piece is computed into its own buffer (XLA:CPU's in-place
-        # dynamic-update-slice fusion vectorises the lane arithmetic poorly), then
+        # dynamic-update-slice fusion vectorises the mask arithmetic poorly), then
         # copied into place while it is still in cache.
         start = i.astype(jnp.uint32) * jnp.uint32(CHUNK)
         segment = lax.cond(_opaque_predicate(), piece_at, piece_at, y, start)

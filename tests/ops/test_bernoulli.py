@@ -13,12 +13,13 @@ from dropout_lab.ops import _prng
 
 KEY = jax.random.key(0)
 N = 1 << 20  # >= 1e6 elements for the statistical tests
-IMPLS = ("fast", "bernoulli")
+IMPLS = ("exact", "fast", "bernoulli")
 
 
 def keep_used(rate, impl):
-    """Keep probability the mask really uses (the fast path rounds to 2**-16)."""
-    keep = np.float32(1) - np.float32(rate)
+    """Keep probability the scale uses: 1 - rate rounded once to float32 (as Flax),
+    then, for the opt-in fast path only, to the 2**-16 grid."""
+    keep = np.float32(1.0 - float(rate))
     if impl == "fast":
         return float(np.round(keep * np.float32(65536)) / 65536)
     return float(keep)
@@ -48,15 +49,54 @@ def test_fast_keep_probability_within_2_pow_16_of_rate():
 @pytest.mark.parametrize("impl", IMPLS)
 def test_inverted_kept_values_are_scaled_exactly(impl):
     x = jax.random.normal(jax.random.key(1), (64, 33))
-    for rate in (0.5, 0.25, 0.1):
-        y = dl.dropout(KEY, x, rate, impl=impl)
-        kept = y != 0
-        expected = x / jnp.float32(keep_used(rate, impl))
-        np.testing.assert_array_equal(y[kept], expected[kept])
-        assert 0 < kept.mean() < 1
-    # Rates on the 2**-16 grid give the textbook scale in both impls.
+    for rate in (0.5, 0.25, 0.1, 0.4, 0.33):
+        closed = jax.jit(lambda key, x, rate=rate: dl.dropout(key, x, rate, impl=impl))
+        for y in (dl.dropout(KEY, x, rate, impl=impl), closed(KEY, x)):
+            kept = y != 0
+            expected = x / jnp.float32(keep_used(rate, impl))
+            np.testing.assert_array_equal(y[kept], expected[kept])
+            assert 0 < kept.mean() < 1
+    # Rates on the 2**-16 grid give the textbook scale in every impl.
     y = dl.dropout(KEY, x, 0.5, impl=impl)
     np.testing.assert_array_equal(y[y != 0], (x * 2)[y != 0])
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.4, 0.33, 0.7, 0.999])
+def test_default_kept_values_are_x_over_one_minus_rate(rate):
+    # The promise of every peer: a kept value is x / (1 - rate) as float32 computes
+    # it, within 1e-6 relative of the float64 quotient (the fast grid missed this by
+    # up to 2**-17 / q, e.g. 7e-6 at rate 0.1 and 1.66665 for 1/0.6 at rate 0.4).
+    # A traced rate is the float32 number float32(rate): its 1 - rate is exact in
+    # float32 but is a different number near rate 1, so it gets its own quotient.
+    x = jax.random.normal(jax.random.key(1), (32, 64))
+    traced = jax.jit(dl.dropout)
+    for y, one_minus_rate in [
+        (dl.dropout(KEY, x, rate), 1.0 - rate),
+        (traced(KEY, x, np.float32(rate)), 1.0 - float(np.float32(rate))),
+    ]:
+        y = np.asarray(y, np.float64)
+        kept = y != 0
+        quotient = np.asarray(x, np.float64) / one_minus_rate
+        np.testing.assert_allclose(y[kept], quotient[kept], rtol=1e-6, atol=0)
+    one = dl.dropout(KEY, jnp.ones(4096), 0.4)
+    np.testing.assert_array_equal(one[one != 0], np.float32(1) / np.float32(0.6))
+
+
+def test_keep_probability_is_one_minus_rate_to_2_pow_23():
+    # rate 1 - 2**-18 on 2**24 elements: kept ~ Binomial(2**24, 2**-18), mean 64,
+    # sd 8; 6 sd gives [16, 112]. The 2**-16 grid of impl="fast" keeps none.
+    n, rate = 1 << 24, 1.0 - 2.0**-18
+    kept = int(jnp.sum(dl.dropout(KEY, jnp.ones(n), rate) != 0))
+    assert 16 <= kept <= 112, kept
+    assert int(jnp.sum(dl.dropout(KEY, jnp.ones(n), rate, impl="fast") != 0)) == 0
+
+
+def test_exact_keep_threshold_is_within_2_pow_32():
+    for keep in [0.0, 2.0**-18, 0.1, 1 / 3, 0.5, 0.9, 1.0 - 2.0**-24, 1.0]:
+        keep32 = jnp.float32(keep)
+        threshold, keep_all = _prng.word_threshold(keep32)
+        realised = 1.0 if bool(keep_all) else int(threshold) / 2.0**32
+        assert float(keep32) <= realised < float(keep32) + 2.0**-32
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -202,9 +242,15 @@ def test_jit_equals_eager_and_does_not_retrace():
     def f(key, x, rate):
         return dl.dropout(key, x, rate)
 
-    for seed, rate in [(0, 0.1), (1, 0.5), (2, 0.9)]:
+    # A traced rate is a float32 number, so it is compared with the same float32
+    # value eagerly (a Python float rate rounds 1 - rate once from double precision).
+    for seed, rate in [(0, 0.1), (1, 0.5), (2, 0.9), (3, 0.33)]:
         key = jax.random.key(seed)
-        np.testing.assert_array_equal(f(key, x, rate), dl.dropout(key, x, rate))
+        rate32 = np.float32(rate)
+        np.testing.assert_array_equal(f(key, x, rate32), dl.dropout(key, x, rate32))
+        # A concrete rate closed over by jit gives the eager bits.
+        closed = jax.jit(lambda key, x, rate=rate: dl.dropout(key, x, rate))
+        np.testing.assert_array_equal(closed(key, x), dl.dropout(key, x, rate))
 
 
 def test_vmap_over_keys_equals_loop():

@@ -42,10 +42,11 @@ def _residual_sizes(fn, x):
     [
         {},
         {"impl": "bernoulli"},
+        {"impl": "fast"},
         {"mode": "classic"},
         {"broadcast_dims": (0,)},
     ],
-    ids=["fast", "bernoulli", "classic", "broadcast"],
+    ids=["exact", "bernoulli", "fast", "classic", "broadcast"],
 )
 @pytest.mark.parametrize("shape", [(64, 48), (1025, 1024)], ids=["small", "chunked"])
 def test_backward_saves_nothing_of_the_input_size(kwargs, shape):
@@ -82,20 +83,44 @@ def test_fast_keep_fraction_over_a_million_elements(rate):
     # within 5 sigma = 5 * sqrt(q'(1 - q') / n) (about 2.2e-3 at n = 1.3M) of q'.
     q = round((1 - rate) * 2**16) / 2**16
     assert abs(q - (1 - rate)) <= 2**-17
-    y = dl.dropout(KEY, jnp.ones((N_STATS,), jnp.float32), rate)
+    y = dl.dropout(KEY, jnp.ones((N_STATS,), jnp.float32), rate, impl="fast")
     kept = np.asarray(y != 0)
     assert abs(kept.mean() - q) <= 5 * np.sqrt(q * (1 - q) / N_STATS)
     # Kept values are exactly 1 / q', so E[y] = x holds exactly.
     np.testing.assert_array_equal(np.unique(np.asarray(y)[kept]), np.float32(1 / np.float32(q)))
 
 
-def test_chunked_forward_equals_whole_mask():
+@pytest.mark.parametrize("impl", ["exact", "fast"])
+def test_chunked_forward_equals_whole_mask(impl):
     # dl.dropout on > CHUNK elements draws its mask piece by piece; it must be the
     # mask keep_mask draws for the whole shape, element for element (tail included).
     shape = (N_STATS // 1000, 1000)
-    y = dl.dropout(KEY, jnp.ones(shape, jnp.float32), 0.5)
-    mask, _ = keep_mask(KEY, shape, jnp.float32(0.5), "fast")
+    y = dl.dropout(KEY, jnp.ones(shape, jnp.float32), 0.3, impl=impl)
+    mask, _ = keep_mask(KEY, shape, jnp.float32(0.7), impl)
     np.testing.assert_array_equal(np.asarray(y != 0), np.asarray(mask))
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.3])
+def test_exact_keep_fraction_over_a_million_elements(rate):
+    # Realised keep probability within 2**-32 of q = float32(1 - rate): the count of
+    # kept elements is Binomial(n, q), within 5 sigma = 5 sqrt(q (1 - q) / n) of q n.
+    q = float(np.float32(1 - rate))
+    y = dl.dropout(KEY, jnp.ones((N_STATS,), jnp.float32), rate)
+    kept = np.asarray(y != 0)
+    assert abs(kept.mean() - q) <= 5 * np.sqrt(q * (1 - q) / N_STATS)
+    np.testing.assert_array_equal(np.unique(np.asarray(y)[kept]), np.float32(1) / np.float32(q))
+
+
+def test_words_of_one_cipher_block_are_uncorrelated():
+    # Words 2j and 2j+1 are the two outputs of one Threefry call. At rate 0.5 each is
+    # kept with p = 1/2, both with 1/4 if independent; over m = n / 2 blocks the
+    # count is Binomial(m, 1/4): 5 sigma = 5 sqrt(3/16 / m).
+    words = np.asarray(_prng.stream_words(KEY, N_STATS)).reshape(-1, 2)
+    kept = words < 2**31
+    m = words.shape[0]
+    assert abs((kept[:, 0] & kept[:, 1]).mean() - 0.25) <= 5 * np.sqrt(0.25 * 0.75 / m)
+    corr = np.corrcoef(words[:, 0].astype(float), words[:, 1].astype(float))[0, 1]
+    assert abs(corr) <= 5 / np.sqrt(m)
 
 
 @pytest.mark.parametrize(("first", "second"), [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)])
@@ -123,6 +148,9 @@ def test_lane_layout_is_the_documented_threefry_stream():
         (kd[0], kd[1]), (jnp.zeros(38, jnp.uint32), jnp.arange(38, dtype=jnp.uint32))
     )
     words = np.stack([np.asarray(w0), np.asarray(w1)], axis=1).reshape(-1)
+    # The exact generator's words are that stream, element i deciding on word i.
+    np.testing.assert_array_equal(_prng.stream_words(KEY, 75), words[:75])
+    np.testing.assert_array_equal(_prng.stream_words(KEY, 10, first_block=5), words[10:20])
     expected = np.stack([words & 0xFFFF, words >> 16], axis=1).reshape(-1)[:n]
     np.testing.assert_array_equal(_prng.random_lanes(KEY, n), expected)
     # Pieces with an offset continue the same stream.
@@ -134,25 +162,27 @@ def test_philox_lanes_are_halves_of_jax_random_bits():
     words = np.asarray(jax.random.bits(key, (50,), jnp.uint32))
     expected = np.stack([words & 0xFFFF, words >> 16], axis=1).reshape(-1)[:99]
     np.testing.assert_array_equal(_prng.random_lanes(key, 99), expected)
+    np.testing.assert_array_equal(_prng.stream_words(key, 50), words)
 
 
+@pytest.mark.parametrize("impl", ["exact", "fast"])
 @pytest.mark.parametrize("impl_name", ["threefry2x32", "philox2x32"])
-def test_mask_depends_only_on_key_and_flat_index(impl_name):
+def test_mask_depends_only_on_key_and_flat_index(impl_name, impl):
     # Same flat index -> same mask element, whatever the shape, and a longer mask
     # extends a shorter one; jit and vmap over keys give each key's own mask.
     key = jax.random.key(7, impl=impl_name)
     keep = jnp.float32(0.6)
-    a, _ = keep_mask(key, (6, 35), keep, "fast")
-    b, _ = keep_mask(key, (210,), keep, "fast")
-    c, _ = keep_mask(key, (301,), keep, "fast")
+    a, _ = keep_mask(key, (6, 35), keep, impl)
+    b, _ = keep_mask(key, (210,), keep, impl)
+    c, _ = keep_mask(key, (301,), keep, impl)
     np.testing.assert_array_equal(np.asarray(a).reshape(-1), b)
     np.testing.assert_array_equal(b, np.asarray(c)[:210])
-    jitted = jax.jit(lambda k: keep_mask(k, (6, 35), keep, "fast")[0])(key)
+    jitted = jax.jit(lambda k: keep_mask(k, (6, 35), keep, impl)[0])(key)
     np.testing.assert_array_equal(jitted, a)
     keys = jax.random.split(key, 3)
-    batched = jax.vmap(lambda k: keep_mask(k, (6, 35), keep, "fast")[0])(keys)
+    batched = jax.vmap(lambda k: keep_mask(k, (6, 35), keep, impl)[0])(keys)
     for i in range(3):
-        np.testing.assert_array_equal(batched[i], keep_mask(keys[i], (6, 35), keep, "fast")[0])
+        np.testing.assert_array_equal(batched[i], keep_mask(keys[i], (6, 35), keep, impl)[0])
 
 
 @pytest.mark.parametrize("shape", [(), (33, 65), (2, 3, 129)])
