@@ -19,6 +19,8 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check dropout_lab experiments tests benchmarks
+	$(PY) -m mypy dropout_lab
+	$(PY) -m pytest -n 2 -q -p no:cacheprovider --doctest-modules dropout_lab
 	$(PY) -m pytest -n 2 -q
 
 bench: $(STAMP)
@@ -28,6 +30,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check dropout_lab experiments tests benchmarks
 	$(PY) -m ruff format --check dropout_lab experiments tests benchmarks
+	$(PY) -m mypy dropout_lab
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache

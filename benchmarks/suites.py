@@ -74,16 +74,22 @@ def ours_bernoulli(key, x, rate):
     return dl.dropout(key, x, rate, impl="bernoulli")
 
 
+def ours_fast(key, x, rate):
+    return dl.dropout(key, x, rate, impl="fast")
+
+
 JAX_DROPOUTS = {
     "flax linen nn.Dropout": flax_linen,
     "flax nnx.Dropout": flax_nnx,
     "jax.random.bernoulli + where": bernoulli_where,
-    "ours dl.dropout (default)": ours,
+    "ours dl.dropout (default, exact)": ours,
     "ours impl='bernoulli'": ours_bernoulli,
+    "ours impl='fast' (2^-16 grid)": ours_fast,
 }
 FLAX = "flax linen nn.Dropout"
-OURS = "ours dl.dropout (default)"
+OURS = "ours dl.dropout (default, exact)"
 OURS_B = "ours impl='bernoulli'"
+OURS_F = "ours impl='fast' (2^-16 grid)"
 
 
 def _target(what: str, measured: float, goal: str, met: bool | None) -> dict:
@@ -121,7 +127,7 @@ def forward(quick: bool) -> dict:
             for name, fn in JAX_DROPOUTS.items():
                 f = jax.jit(functools.partial(fn, rate=rate))
                 c[name] = lambda f=f, x=x: f(key, x)
-            c["ours dl.dropout (default), donated"] = H.Donated(
+            c[f"{OURS}, donated"] = H.Donated(
                 jax.jit(lambda x, rate=rate: ours(key, x, rate), donate_argnums=0), jnp.array(x)
             )
             if torch is not None:
@@ -149,12 +155,16 @@ def forward(quick: bool) -> dict:
             targets.append(
                 _target(f"forward {tag}: flax / ours impl='bernoulli'", sb, "> 1", sb > 1)
             )
+            sf = _med(table, OURS) / _med(table, OURS_F)
+            targets.append(
+                _target(f"forward {tag}: price of exactness, exact / fast", sf, "reference", None)
+            )
             floor = _med(table, base)
             if n == MiB or quick:
                 r = _med(table, OURS) / floor
                 targets.append(_target(f"forward {tag}: ours / numpy floor", r, "<= 3", r <= 3))
             if n == 16 * MiB or quick:
-                r = _med(table, "ours dl.dropout (default), donated") / floor
+                r = _med(table, f"{OURS}, donated") / floor
                 targets.append(
                     _target(f"forward {tag}: ours donated / numpy floor", r, "<= 1.5", r <= 1.5)
                 )

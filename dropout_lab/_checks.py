@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,26 @@ import numpy as np
 from jax.typing import ArrayLike
 
 MODES = ("inverted", "classic")
+MAKE_KEY = "make one with jax.random.key(0) and split it with jax.random.split"
+KEY_FIRST = "the key comes first: op(key, x, rate, ...), as in jax.random"
+
+
+def _is_key(value: Any) -> bool:
+    """True for a typed PRNG key array (concrete or traced)."""
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _describe(value: Any) -> str:
+    """``value`` in words for an error message: type and shape, not its contents."""
+    if value is None:
+        return "None"
+    if isinstance(value, bool | int | float | complex | str):
+        return f"the {type(value).__name__} {value!r}"
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"an array of shape {tuple(shape)} and dtype {dtype}"
+    return f"an object of type {type(value).__name__}"
 
 
 def is_concrete(value: ArrayLike) -> bool:
@@ -23,31 +45,42 @@ def check_rate(rate: ArrayLike, name: str = "rate") -> jax.Array:
 
     A concrete rate outside [0, 1] (or NaN) raises ``ValueError``. A traced rate
     cannot be checked at trace time; the ops turn an out-of-range traced rate into a
-    NaN output instead of silently clipping it (see :func:`invalid_rate`).
+    NaN output instead of silently clipping it (see :func:`invalid_rate`). A PRNG key
+    or an array where the rate belongs (arguments swapped) raises naming the order.
+
+    Raises:
+      TypeError: ``rate`` is not a real number (a key, None, a string, a bool).
+      ValueError: ``rate`` is not a scalar, or a concrete rate is outside [0, 1].
     """
-    if is_concrete(rate):
-        value = np.asarray(rate)
-        if value.shape != ():
-            raise ValueError(
-                f"{name} must be a scalar, got an array of shape {value.shape}; "
-                "vmap over rates to use several."
-            )
-        if not np.issubdtype(value.dtype, np.floating) and not np.issubdtype(
-            value.dtype, np.integer
-        ):
-            raise TypeError(f"{name} must be a real number, got dtype {value.dtype}.")
-        r = float(value)
-        if math.isnan(r) or not 0.0 <= r <= 1.0:
-            raise ValueError(
-                f"{name}={r!r} is outside [0, 1]; it is the probability of dropping a unit "
-                f"(keep probability = 1 - {name})."
-            )
-    else:
+    if _is_key(rate):
+        raise TypeError(f"{name} got a PRNG key, not a probability; {KEY_FIRST}.")
+    if not is_concrete(rate):
         if jnp.shape(rate) != ():
             raise ValueError(
                 f"{name} must be a scalar, got a traced array of shape {jnp.shape(rate)}; "
-                "vmap over rates to use several."
+                f"vmap over rates to use several. Swapped arguments? {KEY_FIRST}."
             )
+        return jnp.asarray(rate, dtype=jnp.result_type(float))
+    value = np.asarray(rate)
+    if value.dtype == np.uint32 and value.shape == (2,):
+        raise TypeError(f"{name} got a uint32 array of shape (2,), a legacy PRNG key; {KEY_FIRST}.")
+    if value.shape != ():
+        raise ValueError(
+            f"{name} must be a scalar, got an array of shape {value.shape}; vmap over "
+            f"rates to use several. Swapped arguments? {KEY_FIRST}."
+        )
+    if value.dtype == bool or not (
+        np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)
+    ):
+        raise TypeError(
+            f"{name} must be a real number in [0, 1] (the drop probability), got {_describe(rate)}."
+        )
+    r = float(value)
+    if math.isnan(r) or not 0.0 <= r <= 1.0:
+        raise ValueError(
+            f"{name}={r!r} is outside [0, 1]; it is the probability of dropping a unit "
+            f"(keep probability = 1 - {name})."
+        )
     return jnp.asarray(rate, dtype=jnp.result_type(float))
 
 
@@ -70,8 +103,20 @@ def invalid_rate(rate: jax.Array) -> jax.Array:
 
 
 def check_float_array(x: ArrayLike, name: str = "x") -> jax.Array:
-    """Returns ``x`` as an array, raising ``TypeError`` unless its dtype is floating."""
-    x = jnp.asarray(x)
+    """Returns ``x`` as an array, raising ``TypeError`` unless its dtype is floating.
+
+    Raises:
+      TypeError: ``x`` is None, a PRNG key (arguments swapped), not convertible to an
+        array, or not floating point.
+    """
+    if _is_key(x):
+        raise TypeError(f"{name} got a PRNG key, not an array of values; {KEY_FIRST}.")
+    if x is None:
+        raise TypeError(f"{name} is None; pass a floating array.")
+    try:
+        x = jnp.asarray(x)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a floating array, got {_describe(x)}.") from err
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(
             f"{name} must have a floating dtype (float16, bfloat16, float32, float64), got "
@@ -87,41 +132,146 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def mask_shape(shape: Sequence[int], broadcast_dims: Sequence[int]) -> tuple[int, ...]:
-    """Shape of a mask shared along ``broadcast_dims`` (those axes set to 1)."""
-    ndim = len(shape)
-    out = list(shape)
+def check_axis(axis: Any, ndim: int, name: str) -> int:
+    """Validates one axis of an ``ndim``-array and returns it non-negative.
+
+    Raises:
+      TypeError: ``axis`` is not an int (bools, floats and strings are rejected;
+        numpy integers are accepted).
+      ValueError: ``axis`` is not in ``[-ndim, ndim)``.
+    """
+    if isinstance(axis, bool | np.bool_):
+        raise TypeError(f"{name}={axis!r} is a bool; give the axis as an int, e.g. {name}=1.")
+    try:
+        index = operator.index(axis)
+    except TypeError as err:
+        raise TypeError(
+            f"{name} must be an int axis, got {_describe(axis)}; e.g. {name}=1."
+        ) from err
+    if not -ndim <= index < ndim:
+        raise ValueError(f"{name}={index} is not an axis of an array with {ndim} dimensions.")
+    return index % ndim
+
+
+def check_broadcast_dims(broadcast_dims: Any, ndim: int) -> tuple[int, ...]:
+    """Validates ``broadcast_dims`` for an ``ndim``-array; returns its axes non-negative.
+
+    Accepts a tuple, list or 1-D integer array of distinct axes, negative ones counted
+    from the end, as ``flax.linen.Dropout`` does.
+
+    Raises:
+      TypeError: not a sequence (a single int, a string, None, a set), or an entry that
+        is not an int (a bool, a float).
+      ValueError: an entry out of range, or the same axis twice.
+    """
+    name = "broadcast_dims"
+    if isinstance(broadcast_dims, str | bytes) or not isinstance(
+        broadcast_dims, Sequence | np.ndarray | jax.Array
+    ):
+        hint = (
+            f"wrap a single axis in a tuple: {name}=({broadcast_dims!r},)"
+            if isinstance(broadcast_dims, int | np.integer)
+            else f"e.g. {name}=(1, 2), or () for no shared axis"
+        )
+        raise TypeError(
+            f"{name} must be a sequence of int axes, got {_describe(broadcast_dims)}; {hint}."
+        )
+    axes: list[int] = []
     for dim in broadcast_dims:
-        if not -ndim <= dim < ndim:
-            raise ValueError(
-                f"broadcast_dims contains {dim}, which is not an axis of an array of "
-                f"shape {tuple(shape)}."
+        if isinstance(dim, bool | np.bool_) or not hasattr(dim, "__index__"):
+            raise TypeError(
+                f"{name} contains {_describe(dim)}; each entry must be an int axis, "
+                f"e.g. {name}=(1, 2)."
             )
-        out[dim] = 1
-    return tuple(out)
+        try:
+            index = operator.index(dim)
+        except TypeError as err:  # a traced or non-scalar array entry
+            raise TypeError(
+                f"{name} contains {_describe(dim)}; each entry must be a static int axis."
+            ) from err
+        if not -ndim <= index < ndim:
+            raise ValueError(
+                f"{name} contains {index}, which is not an axis of an array with {ndim} "
+                f"dimensions (valid: {-ndim} to {ndim - 1})."
+            )
+        if index % ndim in axes:
+            raise ValueError(
+                f"{name} names axis {index % ndim} twice ({tuple(broadcast_dims)!r}); "
+                "list each axis once."
+            )
+        axes.append(index % ndim)
+    return tuple(axes)
 
 
-def as_key(key: ArrayLike) -> jax.Array:
-    """Returns a typed PRNG key, wrapping a legacy ``uint32`` key with the default impl."""
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+def mask_shape(shape: Sequence[int], broadcast_dims: Sequence[int]) -> tuple[int, ...]:
+    """Shape of a mask shared along ``broadcast_dims`` (those axes set to 1).
+
+    ``broadcast_dims`` is validated by :func:`check_broadcast_dims`.
+    """
+    shared = check_broadcast_dims(broadcast_dims, len(shape))
+    return tuple(1 if d in shared else n for d, n in enumerate(shape))
+
+
+def check_key(key: Any, *, deterministic: bool | None = None, name: str = "key") -> None:
+    """Validates a PRNG key without converting it; ``None`` is allowed when deterministic.
+
+    Accepts a typed key (``jax.random.key``) or a legacy ``uint32[2]`` key
+    (``jax.random.PRNGKey``), concrete or traced. Evaluation (``deterministic=True``)
+    needs no key, as in Flax, but a key given then must still be a key. Functions
+    without an evaluation mode pass ``deterministic=None`` (the message then does not
+    suggest it).
+
+    Raises:
+      TypeError: ``key`` is missing (None) in training, or not a key; a float there
+        usually means the arguments are swapped, and the message says so.
+      ValueError: a key array holding several keys.
+    """
+    if key is None:
+        if deterministic:
+            return
+        hint = "" if deterministic is None else " (evaluation, deterministic=True, needs none)"
+        raise TypeError(f"{name} is None, but a PRNG key is needed: {MAKE_KEY}{hint}.")
+    if _is_key(key):
         if key.shape != ():
             raise ValueError(
-                f"expected a single PRNG key, got a key array of shape {key.shape}; "
+                f"{name} must be a single PRNG key, got a key array of shape {key.shape}; "
                 "vmap over keys to use several."
             )
-        return key
-    key = jnp.asarray(key)
-    if key.dtype != jnp.uint32:
+        return
+    dtype = getattr(key, "dtype", None)
+    if dtype is None:
+        dtype = np.result_type(key) if isinstance(key, int | float | np.generic) else None
+    if dtype is not None and jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
-            f"key must be a PRNG key from jax.random.key (or a legacy uint32 key from "
-            f"jax.random.PRNGKey), got an array of dtype {key.dtype}."
+            f"{name} must be a PRNG key, got {_describe(key)}. Swapped arguments? "
+            f"{KEY_FIRST}. To get a key, {MAKE_KEY}."
         )
+    if dtype != jnp.uint32:
+        raise TypeError(
+            f"{name} must be a PRNG key, got {_describe(key)}; {MAKE_KEY} (a legacy "
+            "uint32 key from jax.random.PRNGKey(0) is accepted too)."
+        )
+    if jnp.shape(key) != (2,):
+        raise ValueError(
+            f"{name} of shape {jnp.shape(key)} is not a single legacy key for the default "
+            f"PRNG (uint32 of shape (2,)); {MAKE_KEY}, or vmap over keys to use several."
+        )
+
+
+def as_key(key: Any, name: str = "key") -> jax.Array:
+    """Returns a typed PRNG key, wrapping a legacy ``uint32`` key with the default impl.
+
+    Validates with :func:`check_key` first (``None`` is not allowed here).
+    """
+    check_key(key, name=name)
+    if _is_key(key):
+        return key
     try:
-        return jax.random.wrap_key_data(key)
+        return jax.random.wrap_key_data(jnp.asarray(key))
     except (TypeError, ValueError) as err:
         raise ValueError(
-            f"key of shape {key.shape} is not a single legacy key for the default PRNG; "
-            "pass jax.random.key(seed)."
+            f"{name} of shape {jnp.shape(key)} is not a single legacy key for the default "
+            f"PRNG; {MAKE_KEY}."
         ) from err
 
 

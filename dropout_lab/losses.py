@@ -265,6 +265,10 @@ def rdrop_forward(
     Returns:
       ``(outputs_a, outputs_b)``, each ``[batch, ...]`` per leaf.
 
+    Raises:
+      TypeError: ``key`` is not a PRNG key (it is passed to ``apply_fn`` unchanged).
+      ValueError: ``x`` holds no array.
+
     Examples:
       >>> import jax, jax.numpy as jnp
       >>> import dropout_lab as dl
@@ -273,12 +277,13 @@ def rdrop_forward(
       >>> a.shape, b.shape
       ((4, 3), (4, 3))
     """
+    _checks.check_key(key)
     leaves = jax.tree.leaves(x)
     if not leaves:
         raise ValueError("x has no arrays.")
     batch = jnp.shape(leaves[0])[0]
     doubled = jax.tree.map(lambda v: jnp.concatenate([v, v], axis=0), x)
-    outputs = apply_fn(doubled, key)
+    outputs = apply_fn(doubled, jnp.asarray(key))
     first = jax.tree.map(lambda y: y[:batch], outputs)
     second = jax.tree.map(lambda y: y[batch:], outputs)
     return first, second

@@ -10,8 +10,36 @@ unchunked run or a Python loop over those keys.
 
     fn = lambda k: model.apply(params, x, deterministic=False, rngs={"dropout": k})
 
-For NNX models, whose RNG state lives in the module, use :func:`nnx_fn` or
-:func:`sample_nnx`.
+MC dropout switches on dropout and nothing else: BatchNorm stays on its running
+averages (switching both to training mode, as ``train=True`` flags and NNX's
+``model.train()`` do, normalizes each pass by its own batch statistics, the classic
+MC-dropout pitfall). In linen the two are separate call arguments, so give the model
+both and pass ``deterministic=False`` with ``use_running_average=True``; no
+``batch_stats`` is updated, so ``mutable`` is not needed.
+
+For NNX models, whose RNG state and modes live in the module, use :func:`nnx_fn` or
+:func:`sample_nnx`: they switch on the dropout modules (``flax.nnx.Dropout`` and
+``dropout_lab.nnx``'s) of a copy and leave every other module in its mode.
+
+Examples:
+  >>> import jax, jax.numpy as jnp
+  >>> import flax.linen as nn
+  >>> import dropout_lab as dl
+  >>> class Net(nn.Module):
+  ...     @nn.compact
+  ...     def __call__(self, x, *, use_running_average: bool, deterministic: bool):
+  ...         x = nn.BatchNorm(use_running_average=use_running_average)(nn.Dense(8)(x))
+  ...         x = dl.linen.Dropout(0.5, deterministic=deterministic)(x)
+  ...         return nn.Dense(3)(x)
+  >>> model, x = Net(), jnp.ones((4, 5))
+  >>> variables = model.init(
+  ...     jax.random.key(0), x, use_running_average=True, deterministic=True)
+  >>> def fn(k):  # dropout on, BatchNorm on its running averages
+  ...     return model.apply(variables, x, use_running_average=True, deterministic=False,
+  ...                        rngs={"dropout": k})
+  >>> probs_t = dl.mc.sample(fn, jax.random.key(1), 8, transform=jax.nn.softmax)
+  >>> probs_t.shape, probs_t.dtype
+  ((8, 4, 3), dtype('float32'))
 
 These functions are not jitted themselves (``fn`` is an arbitrary Python callable);
 wrap the call in ``jax.jit`` so that the passes run as one compiled program, e.g.
@@ -299,24 +327,40 @@ def mean(
     return Moments(mu, variance)
 
 
-def nnx_fn(model: Any, *args: Any, **kwargs: Any) -> Callable[[jax.Array], Any]:
-    """A function of a key that calls an NNX model with fresh RNG streams.
+def _dropout_on(model: Any) -> Any:
+    """A view of ``model`` (sharing its variables) with only the dropout modules on."""
+    from flax import nnx
 
-    ``model`` is split once (``nnx.split``) into its graph, its ``RngKey`` and
+    from dropout_lab import nnx as dl_nnx
+
+    dropout_types = (nnx.Dropout, dl_nnx._Stochastic)
+    return nnx.view(model, only=dropout_types, deterministic=False, raise_if_not_found=False)
+
+
+def nnx_fn(model: Any, *args: Any, **kwargs: Any) -> Callable[[jax.Array], Any]:
+    """A function of a key that calls an NNX model with dropout on and fresh RNG streams.
+
+    Whatever mode ``model`` is in (after ``model.eval()`` too), the passes are
+    stochastic: the dropout modules, ``flax.nnx.Dropout`` and every stochastic module
+    of :mod:`dropout_lab.nnx`, are switched to ``deterministic=False`` in a view of
+    the model (``nnx.view``), while BatchNorm and every other module keep their mode.
+    For MC dropout put the model in ``model.eval()`` first, so that BatchNorm uses its
+    running averages; in training mode it normalizes each pass by the batch's own
+    statistics. ``model`` itself is not changed: its attributes, its RNG state and its
+    batch statistics are the same after the calls as before. A ``deterministic=True``
+    passed by the model's own code at call time still takes precedence.
+
+    The view is split once (``nnx.split``) into its graph, its ``RngKey`` and
     ``RngCount`` variables and the rest. The returned ``fn(key)`` replaces the
     ``j``-th ``RngKey`` (in ``nnx.split``'s path order) by
     ``jax.random.fold_in(key, j)`` (split to its shape if it is a key array), resets
     the counts to zero, merges a fresh copy and returns ``copy(*args, **kwargs)``. The
     model's own RNG state is neither read nor advanced, each key gives its own masks,
     and ``fn`` can be vmapped over keys: pass it to :func:`sample` or :func:`mean`.
-
-    Modes are not changed: put the dropout layers in training mode first (e.g.
-    ``nnx.view(model, deterministic=False)``, or per layer, so that BatchNorm stays in
-    evaluation mode). State the call mutates in the copy (batch statistics) is
-    discarded.
+    State the call mutates in the copy (batch statistics) is discarded.
 
     Args:
-      model: an ``nnx.Module``.
+      model: an ``nnx.Module``, in any mode (``model.eval()`` for MC dropout).
       *args: positional arguments of the call.
       **kwargs: keyword arguments of the call.
 
@@ -325,7 +369,9 @@ def nnx_fn(model: Any, *args: Any, **kwargs: Any) -> Callable[[jax.Array], Any]:
     """
     from flax import nnx
 
-    graphdef, rng_keys, rng_counts, rest = nnx.split(model, nnx.RngKey, nnx.RngCount, ...)
+    # Flax types the states after the second as variadic: unpack them in two steps.
+    graphdef, rng_keys, *states = nnx.split(_dropout_on(model), nnx.RngKey, nnx.RngCount, ...)
+    rng_counts, rest = states
     old_keys, treedef = jax.tree.flatten(rng_keys)
     zero_counts = jax.tree.map(jnp.zeros_like, rng_counts)
 
@@ -355,13 +401,15 @@ def sample_nnx(
 ) -> Any:
     """:func:`sample` for an NNX model: ``num_samples`` passes of ``model(x)``.
 
-    Each pass runs on a copy of ``model`` whose RNG streams are reseeded from its own
-    key (see :func:`nnx_fn`), so the model's RNG state is left untouched and the
-    chunked run draws the same masks as the unchunked one (see :func:`sample`).
-    Dropout layers must be in training mode.
+    Each pass runs on a copy of ``model`` with its dropout modules switched on and its
+    RNG streams reseeded from the pass's own key (see :func:`nnx_fn`): the passes are
+    stochastic whatever mode the model is in, BatchNorm and every other module keep
+    their mode (``model.eval()`` first, for running averages), the model is left
+    untouched and the chunked run draws the same masks as the unchunked one (see
+    :func:`sample`).
 
     Args:
-      model: an ``nnx.Module`` with its dropout layers in training mode.
+      model: an ``nnx.Module``, in any mode (``model.eval()`` for MC dropout).
       x: the input (any pytree the model's ``__call__`` takes as its one argument).
       key: a PRNG key, typed or legacy.
       num_samples: number of passes ``T``.
@@ -377,6 +425,7 @@ def sample_nnx(
       >>> import dropout_lab as dl
       >>> model = nnx.Sequential(nnx.Linear(3, 2, rngs=nnx.Rngs(0)),
       ...                        dl.nnx.Dropout(0.5, rngs=nnx.Rngs(dropout=1)))
+      >>> model.eval()  # dropout is switched on for the passes all the same
       >>> y = dl.mc.sample_nnx(model, jnp.ones((4, 3)), jax.random.key(0), 8)
       >>> y.shape
       (8, 4, 2)

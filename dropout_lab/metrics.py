@@ -2,7 +2,12 @@ r"""Scoring, calibration and out-of-distribution metrics, jit-compatible.
 
 Classification metrics take probabilities ``probs [..., num_classes]`` (e.g. the MC
 predictive mean ``dl.uncertainty.classification(probs_t).mean``) and integer
-``labels [...]``; every leading position counts as one example. The ranking metrics
+``labels [...]``; every leading position counts as one example. Concrete ``probs``
+must be distributions over the last axis: values in [0, 1] and sums equal to 1
+within ``(num_classes + 16) * eps`` of their dtype (which float32 softmax outputs and
+their MC means always pass), else ``ValueError`` (logits: apply ``jax.nn.softmax``).
+Under ``jit``, ``vmap`` or ``grad`` the values are traced and cannot be checked.
+``accuracy`` alone also takes logits. The ranking metrics
 take a score (higher means "more likely positive", e.g. predictive entropy for
 out-of-distribution inputs) and a boolean ``is_positive``, and handle tied scores
 exactly as scikit-learn's ``roc_auc_score`` and ``average_precision_score``.
@@ -26,6 +31,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from dropout_lab import _checks
+from dropout_lab.uncertainty import _check_probs
 
 __all__ = [
     "ReliabilityDiagram",
@@ -55,13 +61,21 @@ class ReliabilityDiagram(NamedTuple):
 
     confidence: jax.Array
     accuracy: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # public field name; shadows tuple.count
     edges: jax.Array
 
 
-def _flatten(probs: ArrayLike, labels: ArrayLike) -> tuple[jax.Array, jax.Array]:
-    """``probs [N, C]`` and integer ``labels [N]`` from ``[..., C]`` and ``[...]``."""
-    probs = _checks.check_float_array(probs, "probs")
+def _flatten(
+    probs: ArrayLike, labels: ArrayLike, *, logits_ok: bool = False
+) -> tuple[jax.Array, jax.Array]:
+    """``probs [N, C]`` and integer ``labels [N]`` from ``[..., C]`` and ``[...]``.
+
+    Concrete ``probs`` are checked to be distributions unless ``logits_ok``.
+    """
+    if logits_ok:
+        probs = _checks.check_float_array(probs, "probs")
+    else:
+        probs = _check_probs(probs, "probs")
     labels = jnp.asarray(labels)
     if probs.ndim < 1 or labels.shape != probs.shape[:-1]:
         raise ValueError(
@@ -88,6 +102,9 @@ def _bin_index(confidence: jax.Array, num_bins: int) -> tuple[jax.Array, jax.Arr
 def accuracy(probs: ArrayLike, labels: ArrayLike) -> jax.Array:
     """Fraction of examples whose most probable class is the label.
 
+    Only the argmax counts, so logits work too: ``probs`` is not checked to be a
+    distribution.
+
     Args:
       probs: probabilities (or logits) ``[..., num_classes]``.
       labels: integer labels ``[...]``.
@@ -101,7 +118,7 @@ def accuracy(probs: ArrayLike, labels: ArrayLike) -> jax.Array:
       >>> dl.metrics.accuracy(jnp.array([[0.9, 0.1], [0.3, 0.7]]), jnp.array([0, 0]))
       Array(0.5, dtype=float32)
     """
-    probs, labels = _flatten(probs, labels)
+    probs, labels = _flatten(probs, labels, logits_ok=True)
     return jnp.mean(jnp.argmax(probs, axis=-1) == labels, dtype=jnp.float32)
 
 
@@ -118,6 +135,13 @@ def nll(probs: ArrayLike, labels: ArrayLike) -> jax.Array:
 
     Returns:
       Scalar, in nats.
+
+    Raises:
+      ValueError: ``probs`` is concrete and not a distribution over its last axis
+        (e.g. logits: apply ``jax.nn.softmax`` first; traced values, under ``jit``
+        or ``vmap``, cannot be checked), or
+        ``labels`` does not have shape ``probs.shape[:-1]``.
+      TypeError: ``probs`` is not floating point or ``labels`` not integer.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -144,6 +168,13 @@ def brier(probs: ArrayLike, labels: ArrayLike) -> jax.Array:
 
     Returns:
       Scalar.
+
+    Raises:
+      ValueError: ``probs`` is concrete and not a distribution over its last axis
+        (e.g. logits: apply ``jax.nn.softmax`` first; traced values, under ``jit``
+        or ``vmap``, cannot be checked), or
+        ``labels`` does not have shape ``probs.shape[:-1]``.
+      TypeError: ``probs`` is not floating point or ``labels`` not integer.
 
     References:
       Brier, "Verification of forecasts expressed in terms of probability", Monthly
@@ -175,6 +206,14 @@ def reliability_diagram(
 
     Returns:
       :class:`ReliabilityDiagram` with ``[num_bins]`` arrays and the edges.
+
+    Raises:
+      ValueError: ``probs`` is concrete and not a distribution over its last axis
+        (e.g. logits: apply ``jax.nn.softmax`` first; traced values, under ``jit``
+        or ``vmap``, cannot be checked), or
+        ``labels`` does not have shape ``probs.shape[:-1]``, or ``num_bins``
+        is not a positive int.
+      TypeError: ``probs`` is not floating point or ``labels`` not integer.
 
     References:
       Guo, Pleiss, Sun & Weinberger, "On Calibration of Modern Neural Networks",
@@ -223,6 +262,14 @@ def ece(probs: ArrayLike, labels: ArrayLike, num_bins: int = 15) -> jax.Array:
     Returns:
       Scalar in [0, 1].
 
+    Raises:
+      ValueError: ``probs`` is concrete and not a distribution over its last axis
+        (e.g. logits: apply ``jax.nn.softmax`` first; traced values, under ``jit``
+        or ``vmap``, cannot be checked), or
+        ``labels`` does not have shape ``probs.shape[:-1]``, or ``num_bins``
+        is not a positive int.
+      TypeError: ``probs`` is not floating point or ``labels`` not integer.
+
     References:
       Naeini, Cooper & Hauskrecht, "Obtaining Well Calibrated Probabilities Using
       Bayesian Binning", AAAI 2015.
@@ -262,6 +309,14 @@ def classwise_ece(probs: ArrayLike, labels: ArrayLike, num_bins: int = 15) -> ja
 
     Returns:
       Scalar in [0, 1].
+
+    Raises:
+      ValueError: ``probs`` is concrete and not a distribution over its last axis
+        (e.g. logits: apply ``jax.nn.softmax`` first; traced values, under ``jit``
+        or ``vmap``, cannot be checked), or
+        ``labels`` does not have shape ``probs.shape[:-1]``, or ``num_bins``
+        is not a positive int.
+      TypeError: ``probs`` is not floating point or ``labels`` not integer.
 
     References:
       Kull, Perello-Nieto, Kängsepp, Silva Filho, Song & Flach, "Beyond temperature

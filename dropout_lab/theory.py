@@ -364,6 +364,10 @@ def jensen_gap_mc(
     Returns:
       ``(estimate, standard_error)``, two scalars.
 
+    Raises:
+      TypeError: ``key`` is not a PRNG key or ``x`` is not floating point.
+      ValueError: a concrete rate outside [0, 1].
+
     References:
       Baldi & Sadowski, "Understanding Dropout", NeurIPS 2013.
 
@@ -375,7 +379,9 @@ def jensen_gap_mc(
       >>> gap.shape, err.shape
       ((), ())
     """
+    _checks.check_key(key)
     x = _checks.check_float_array(x)
+    _checks.check_rate(rate)
     w = jnp.ones_like(x) if w is None else jnp.asarray(w, x.dtype)
     keys = jax.random.split(_checks.as_key(key), num_samples)
     z = jax.vmap(lambda k: jnp.dot(w, dropout(k, x, rate)) + bias)(keys)

@@ -1,8 +1,10 @@
 r"""Predictive uncertainty from Monte Carlo samples (MC dropout, ensembles).
 
-Classification takes sampled probabilities ``probs_t [num_samples, ..., num_classes]``
-(e.g. from ``dl.mc.sample(..., transform=jax.nn.softmax)``); regression takes sampled
-means ``means_t [num_samples, ...]`` and optionally sampled log-variances.
+Classification takes sampled probabilities ``probs_t [num_samples, batch, ...,
+num_classes]`` (e.g. from ``dl.mc.sample(..., transform=jax.nn.softmax)``); concrete
+inputs that are not distributions (logits, say) raise ``ValueError``, traced ones
+cannot be checked. Regression takes sampled means ``means_t [num_samples, ...]`` and
+optionally sampled log-variances.
 
 References:
   Gal & Ghahramani, "Dropout as a Bayesian Approximation: Representing Model
@@ -20,6 +22,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from dropout_lab import _checks
@@ -72,10 +75,67 @@ class RegressionUncertainty(NamedTuple):
     epistemic: jax.Array
 
 
+# Slack of the row-sum check, in units of the dtype's eps, on top of one eps per class.
+_SUM_SLACK = 16
+
+
+def _check_probs(probs: ArrayLike, name: str, axis: int = -1) -> jax.Array:
+    r"""Returns ``probs`` as a float array, checking that it holds distributions along ``axis``.
+
+    A concrete array must have every value in :math:`[-\epsilon_C, 1 + \epsilon_C]`
+    and every sum along ``axis`` within :math:`\epsilon_C` of 1, where
+    :math:`\epsilon_C = (C + 16)\,\mathrm{eps}` for ``C`` classes and the dtype's
+    ``eps``. Float rounding stays far inside this: the sum of ``C`` rounded terms in a
+    softmax is off by at most :math:`(C - 1)\,\mathrm{eps}/2` (worst case), the
+    ``exp``, the division and an average over MC passes add a few ``eps`` (at most
+    2.6 ``eps`` measured for float32 softmax outputs and their means over up to 1000
+    passes, with 2 to 32000 classes). NaN entries are skipped (they propagate, as
+    elsewhere in JAX). A traced array (under ``jit``, ``vmap``, ``grad``) cannot be
+    inspected and is returned unchecked.
+
+    Raises:
+      TypeError: ``probs`` is not floating point.
+      ValueError: ``probs`` is a scalar, or concrete and not a distribution.
+    """
+    probs = _checks.check_float_array(probs, name)
+    if probs.ndim < 1:
+        raise ValueError(f"{name} must be [..., num_classes], got a scalar.")
+    if not _checks.is_concrete(probs) or probs.size == 0:
+        return probs
+    p = np.asarray(probs, np.float64)
+    tol = (probs.shape[axis] + _SUM_SLACK) * float(jnp.finfo(probs.dtype).eps)
+    values = p[~np.isnan(p)]
+    sums = np.sum(p, axis=axis)
+    sums = sums[~np.isnan(sums)]
+    if values.size and (values.min() < -tol or values.max() > 1 + tol):
+        found = f"values range over [{values.min():.4g}, {values.max():.4g}], outside [0, 1]"
+    elif np.any(np.abs(sums - 1) > tol):
+        found = f"sums along axis {axis} range over [{sums.min():.7g}, {sums.max():.7g}]"
+    else:
+        return probs
+    raise ValueError(
+        f"{name} is not a probability distribution along axis {axis}: {found} (tolerance "
+        f"{tol:.2g} = (num_classes + {_SUM_SLACK}) * eps of {probs.dtype}). These look like "
+        f"logits or unnormalized scores: apply jax.nn.softmax(logits, axis={axis}) first."
+    )
+
+
+def _entropy(probs: jax.Array, axis: int = -1) -> jax.Array:
+    """:func:`entropy` without the check (for arrays already checked)."""
+    positive = probs > 0
+    safe = jnp.where(positive, probs, jnp.ones_like(probs))
+    return -jnp.sum(jnp.where(positive, probs * jnp.log(safe), 0), axis=axis)
+
+
 def entropy(probs: ArrayLike, axis: int = -1) -> jax.Array:
     r"""Shannon entropy in nats, :math:`H[p] = -\sum_c p_c \log p_c`, with :math:`0 \log 0 = 0`.
 
     The gradient is finite at zero probabilities too (the log never sees a zero).
+
+    Concrete ``probs`` are checked to be distributions along ``axis``: values in
+    [0, 1] and sums equal to 1 within ``(num_classes + 16) * eps`` of their dtype
+    (float32 softmax outputs, and their means over MC passes, always pass). Under
+    ``jit``, ``vmap`` or ``grad`` the values are traced and the check cannot run.
 
     Args:
       probs: probabilities ``[..., num_classes]``.
@@ -84,16 +144,18 @@ def entropy(probs: ArrayLike, axis: int = -1) -> jax.Array:
     Returns:
       ``[...]``, the class axis removed.
 
+    Raises:
+      ValueError: ``probs`` is concrete and not a distribution along ``axis`` (e.g.
+        logits: apply ``jax.nn.softmax`` first).
+      TypeError: ``probs`` is not floating point.
+
     Examples:
       >>> import jax.numpy as jnp
       >>> import dropout_lab as dl
       >>> dl.uncertainty.entropy(jnp.array([[0.5, 0.5], [1.0, 0.0]])).shape
       (2,)
     """
-    probs = _checks.check_float_array(probs, "probs")
-    positive = probs > 0
-    safe = jnp.where(positive, probs, jnp.ones_like(probs))
-    return -jnp.sum(jnp.where(positive, probs * jnp.log(safe), 0), axis=axis)
+    return _entropy(_check_probs(probs, "probs", axis), axis)
 
 
 def classification(probs_t: ArrayLike) -> ClassificationUncertainty:
@@ -112,15 +174,25 @@ def classification(probs_t: ArrayLike) -> ClassificationUncertainty:
     the difference of the two entropies, clipped at zero against rounding, so the
     identity holds to float precision. ``0 log 0`` is taken as 0.
 
+    The sample axis is required: ``probs_t`` needs at least 3 dimensions, so one
+    distribution per example ``[batch, num_classes]`` is refused rather than read as
+    ``batch`` samples of one input (for ``T`` samples of one input pass
+    ``probs_t[:, None]``). Concrete ``probs_t`` are checked to be distributions over
+    the last axis (values in [0, 1], sums equal to 1 within ``(num_classes + 16) *
+    eps`` of their dtype, which float32 softmax outputs always pass); under ``jit``,
+    ``vmap`` or ``grad`` the values are traced and only the shape is checked.
+
     Args:
-      probs_t: sampled probabilities ``[num_samples, ..., num_classes]``.
+      probs_t: sampled probabilities ``[num_samples, batch, ..., num_classes]``.
 
     Returns:
       :class:`ClassificationUncertainty` with ``mean`` and ``variance``
       ``[..., num_classes]`` and the three entropies ``[...]`` (in nats).
 
     Raises:
-      ValueError: ``probs_t`` has fewer than 2 dimensions.
+      ValueError: ``probs_t`` has fewer than 3 dimensions (no sample axis), or is
+        concrete and not a distribution over its last axis (e.g. logits: apply
+        ``jax.nn.softmax`` first).
       TypeError: ``probs_t`` is not floating point.
 
     References:
@@ -138,13 +210,17 @@ def classification(probs_t: ArrayLike) -> ClassificationUncertainty:
       ((4, 3), (4,))
     """
     probs_t = _checks.check_float_array(probs_t, "probs_t")
-    if probs_t.ndim < 2:
+    if probs_t.ndim < 3:
         raise ValueError(
-            f"probs_t must be [num_samples, ..., num_classes], got shape {probs_t.shape}."
+            f"probs_t must be [num_samples, batch, ..., num_classes], got shape "
+            f"{probs_t.shape}: the sample axis is missing. Stack the MC passes first, e.g. "
+            "dl.mc.sample(fn, key, num_samples, transform=jax.nn.softmax); for samples of "
+            "one input use probs_t[:, None]."
         )
+    probs_t = _check_probs(probs_t, "probs_t")
     mean = jnp.mean(probs_t, axis=0)
-    total = entropy(mean)
-    expected = jnp.mean(entropy(probs_t), axis=0)
+    total = _entropy(mean)
+    expected = jnp.mean(_entropy(probs_t), axis=0)
     return ClassificationUncertainty(
         mean=mean,
         predictive_entropy=total,

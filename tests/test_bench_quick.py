@@ -32,7 +32,7 @@ def test_quick_benchmark_runs_everything(tmp_path):
         assert stats["median_ms"] > 0 and stats["min_ms"] <= stats["median_ms"], name
     # Zero residual bytes for ours, and the flax / default-autodiff masks for contrast.
     per_elem = report["suites"]["residuals"]["tables"][0]["bytes_per_element"]
-    assert per_elem["ours dl.dropout (default)"] == 0
+    assert per_elem["ours dl.dropout (default, exact)"] == 0
     assert per_elem["ours impl='bernoulli'"] == 0
     assert per_elem["jax.random.bernoulli + where"] >= 1
     assert all({"target", "measured", "goal", "met"} <= set(t) for t in report["targets"])

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
+from flax import linen, nnx
 
 import dropout_lab as dl
 
@@ -182,7 +182,8 @@ def test_sample_nnx_is_pure_chunk_invariant_and_per_key():
     for old, new in zip(before, rng_state(model), strict=True):
         np.testing.assert_array_equal(old, new)
     np.testing.assert_array_equal(a, draw(KEY))
-    # Every pass has its own masks, and both dropout layers are reseeded.
+    # Every pass has its own masks (that the streams get independent keys is tested by
+    # test_nnx_fn_gives_every_rng_stream_its_own_key).
     zeros = np.asarray(a == 0).reshape(7, -1)
     assert len({row.tobytes() for row in zeros}) == 7
     other = draw(jax.random.key(9))
@@ -194,3 +195,133 @@ def test_bad_counts_raise():
         dl.mc.sample(elementwise, KEY, 0)
     with pytest.raises(ValueError, match="chunk_size"):
         dl.mc.mean(elementwise, KEY, 4, chunk_size=0)
+
+
+class Stacked(nnx.Module):
+    def __init__(self, rngs):
+        self.drop_a = dl.nnx.Dropout(0.5, rngs=rngs)
+        self.drop_b = dl.nnx.Dropout(0.5, rngs=rngs)
+
+    def __call__(self, x):
+        return self.drop_b(self.drop_a(x))
+
+
+def test_nnx_fn_gives_every_rng_stream_its_own_key():
+    # Two stacked rate-0.5 layers with independent masks keep a unit with probability
+    # 1/4; with one key for both streams the masks coincide and 1/2 is kept. Over
+    # n = 8 * 64 * 256 units the kept fraction is Binomial(n, 1/4) / n, standard
+    # deviation sqrt(3 / 16 / n) = 0.0012; 6 of those (0.0072) is far from 1/4 away.
+    model = Stacked(nnx.Rngs(dropout=3))
+    y = jax.jit(lambda k: dl.mc.sample_nnx(model, jnp.ones((64, 256)), k, 8))(KEY)
+    kept = float(jnp.mean(y != 0))
+    assert abs(kept - 0.25) < 6 * np.sqrt(3 / 16 / y.size)
+
+
+class BNNet(nnx.Module):
+    def __init__(self, rngs):
+        self.linear1 = nnx.Linear(4, 16, rngs=rngs)
+        self.bn = nnx.BatchNorm(16, rngs=rngs)
+        self.ours = dl.nnx.Dropout(0.5, rngs=rngs)
+        self.theirs = nnx.Dropout(0.25, rngs=rngs)
+        self.linear2 = nnx.Linear(16, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.linear2(self.theirs(self.ours(self.bn(self.linear1(x)))))
+
+
+def bn_model():
+    model = BNNet(nnx.Rngs(params=0, dropout=1))
+    # Running statistics far from the batch's own, so the two BatchNorm modes differ.
+    model.bn.mean[...] = jax.random.normal(jax.random.key(3), (16,))
+    model.bn.var[...] = jax.random.uniform(jax.random.key(4), (16,), minval=0.5, maxval=2)
+    return model
+
+
+def manual_passes(model, x, key, num_samples, *, running_average):
+    """Dropout on, BatchNorm as asked, with the keys nnx_fn documents: the j-th RngKey
+    (in nnx.split order) becomes fold_in(key_t, j) and its stream's first draw folds
+    in the count 0."""
+    paths = [path for path, _ in jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.RngKey))]
+    index = {path[0].key: j for j, path in enumerate(paths)}
+    bn = model.bn
+
+    def one(k):
+        h = model.linear1(x)
+        if running_average:
+            mean, var = bn.mean[...], bn.var[...]
+        else:
+            mean, var = h.mean(0), h.var(0)
+        h = (h - mean) / jnp.sqrt(var + bn.epsilon) * bn.scale[...] + bn.bias[...]
+        for name in ("ours", "theirs"):
+            stream_key = jax.random.fold_in(jax.random.fold_in(k, index[name]), 0)
+            h = getattr(model, name)(h, deterministic=False, rngs=stream_key)
+        return model.linear2(h)
+
+    return jnp.stack([one(k) for k in jax.random.split(key, num_samples)])
+
+
+def modes(model):
+    return model.ours.deterministic, model.theirs.deterministic, model.bn.use_running_average
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_sample_nnx_switches_on_dropout_only(mode):
+    model = bn_model()
+    getattr(model, mode)()
+    before_modes, before_rng = modes(model), rng_state(model)
+    before_stats = [np.asarray(v) for v in jax.tree.leaves(nnx.state(model, nnx.BatchStat))]
+    x = jax.random.normal(jax.random.key(5), (6, 4))
+    num_samples = 16
+    y = jax.jit(lambda k: dl.mc.sample_nnx(model, x, k, num_samples))(KEY)
+    chex.assert_shape(y, (num_samples, 6, 3))
+    # Every pass is stochastic (eval() used to give 16 copies of one pass).
+    assert len({np.asarray(row).tobytes() for row in y}) == num_samples
+    # BatchNorm keeps its mode: running averages after eval(), batch statistics after
+    # train(). Each pass equals the manual computation with the same masks, up to the
+    # rounding of a vmapped matmul; the other BatchNorm mode is far off.
+    running = mode == "eval"
+    expected = manual_passes(model, x, KEY, num_samples, running_average=running)
+    other = manual_passes(model, x, KEY, num_samples, running_average=not running)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y.mean(0), expected.mean(0), rtol=1e-5, atol=1e-5)
+    assert float(jnp.max(jnp.abs(other - expected))) > 0.1
+    # The caller's model is unchanged: modes, RNG state and batch statistics.
+    assert modes(model) == before_modes
+    for old, new in zip(before_rng, rng_state(model), strict=True):
+        np.testing.assert_array_equal(old, new)
+    after_stats = jax.tree.leaves(nnx.state(model, nnx.BatchStat))
+    for old, new in zip(before_stats, after_stats, strict=True):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_linen_pattern_keeps_batchnorm_on_running_averages():
+    # The pattern of the dl.mc docstring: deterministic=False, use_running_average=True.
+    class Net(linen.Module):
+        @linen.compact
+        def __call__(self, x, *, use_running_average, deterministic):
+            x = linen.BatchNorm(use_running_average=use_running_average)(linen.Dense(8)(x))
+            return linen.Dense(3)(dl.linen.Dropout(0.5, deterministic=deterministic)(x))
+
+    model = Net()
+    x = jax.random.normal(jax.random.key(1), (6, 5))
+    variables = model.init(KEY, x, use_running_average=True, deterministic=True)
+    stats = variables["batch_stats"]["BatchNorm_0"]
+    variables["batch_stats"]["BatchNorm_0"] = {"mean": stats["mean"] + 1.0, "var": stats["var"]}
+
+    def passes(rows, running):
+        def fn(k):
+            out = model.apply(
+                variables, rows, use_running_average=running, deterministic=False,
+                rngs={"dropout": k}, mutable=False if running else ["batch_stats"],
+            )  # fmt: skip
+            return out if running else out[0]
+
+        return jax.jit(lambda k: dl.mc.sample(fn, k, 8))(KEY)
+
+    y = passes(x, True)
+    assert len({np.asarray(row).tobytes() for row in y}) == 8
+    # Running averages: an example's output (its mask fixed by the key) does not depend
+    # on the rest of the batch; with batch statistics it does.
+    changed = x.at[1:].multiply(3.0)
+    np.testing.assert_allclose(passes(changed, True)[:, 0], y[:, 0], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(passes(changed, False)[:, 0], passes(x, False)[:, 0], atol=1e-3)

@@ -137,3 +137,32 @@ def test_bad_arguments_raise():
         dl.metrics.ece(PROBS, LABELS, num_bins=0)
     with pytest.raises(ValueError, match="must match"):
         dl.metrics.auroc(jnp.zeros(3), jnp.zeros(4, bool))
+
+
+LOGITS = 2 * jax.random.normal(jax.random.key(0), (NUM, CLASSES))
+PROBABILITY_METRICS = [
+    dl.metrics.nll,
+    dl.metrics.brier,
+    dl.metrics.ece,
+    dl.metrics.classwise_ece,
+    dl.metrics.reliability_diagram,
+]
+
+
+@pytest.mark.parametrize("metric", PROBABILITY_METRICS, ids=lambda f: f.__name__)
+def test_probability_metrics_refuse_logits(metric):
+    # ece(logits, labels) used to return 1.33, outside its own range [0, 1].
+    with pytest.raises(ValueError, match=r"outside \[0, 1\].*jax\.nn\.softmax"):
+        metric(LOGITS, LABELS)
+    with pytest.raises(ValueError, match=r"sums along axis -1"):
+        metric(jax.nn.sigmoid(LOGITS), LABELS)
+    # Probabilities pass, in float32 and bfloat16; traced values cannot be checked.
+    metric(PROBS, LABELS)
+    metric(jax.nn.softmax(LOGITS.astype(jnp.bfloat16)), LABELS)
+    jax.jit(metric)(LOGITS, LABELS)
+
+
+def test_accuracy_takes_logits():
+    np.testing.assert_allclose(
+        dl.metrics.accuracy(LOGITS, LABELS), dl.metrics.accuracy(PROBS, LABELS)
+    )

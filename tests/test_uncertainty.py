@@ -13,9 +13,11 @@ import dropout_lab as dl
 
 def sampled_probs():
     probs = jax.nn.softmax(3 * jax.random.normal(jax.random.key(0), (8, 5, 4)))
-    # Exact zeros: one-hot samples for the first input, a zero class for the second.
+    # Exact zeros: one-hot samples for the first input, a zero class for the second
+    # (renormalized, so that every row is still a distribution).
     probs = probs.at[:, 0].set(jax.nn.one_hot(jnp.arange(8) % 4, 4))
-    return probs.at[:, 1, 3].set(0.0)
+    second = probs[:, 1].at[:, 3].set(0.0)
+    return probs.at[:, 1].set(second / second.sum(-1, keepdims=True))
 
 
 def test_entropy_decomposition_identity_and_reference_values():
@@ -62,7 +64,71 @@ def test_classification_rejects_bad_input():
     with pytest.raises(ValueError, match="num_samples"):
         dl.uncertainty.classification(jnp.ones(3))
     with pytest.raises(TypeError, match="floating"):
-        dl.uncertainty.classification(jnp.ones((2, 3), jnp.int32))
+        dl.uncertainty.classification(jnp.ones((2, 3, 3), jnp.int32))
+
+
+def test_classification_requires_the_sample_axis():
+    # One distribution per example [batch, classes] would silently be read as `batch`
+    # samples of one input.
+    probs = sampled_probs()
+    with pytest.raises(ValueError, match="sample axis is missing"):
+        dl.uncertainty.classification(probs[0])
+    with pytest.raises(ValueError, match="sample axis is missing"):
+        jax.jit(dl.uncertainty.classification)(probs[0])
+    # T samples of one input: add the batch axis.
+    u = dl.uncertainty.classification(probs[:, 0][:, None])
+    chex.assert_shape(u.mutual_information, (1,))
+    np.testing.assert_allclose(u.mutual_information[0], math.log(4), rtol=1e-6)
+
+
+LOGITS_T = 3 * jax.random.normal(jax.random.key(7), (8, 5, 4))
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [dl.uncertainty.classification, dl.uncertainty.entropy],
+    ids=["classification", "entropy"],
+)
+def test_logits_and_unnormalized_rows_are_refused(fn):
+    with pytest.raises(ValueError, match=r"outside \[0, 1\].*jax\.nn\.softmax"):
+        fn(LOGITS_T)
+    # In [0, 1] but not summing to 1 (e.g. per-class sigmoids).
+    with pytest.raises(ValueError, match=r"sums along axis -1.*jax\.nn\.softmax"):
+        fn(jax.nn.sigmoid(LOGITS_T))
+    # A traced array cannot be inspected: the check is skipped under jit (documented).
+    jax.jit(fn)(LOGITS_T)
+
+
+def test_probability_tolerance():
+    # Tolerance (num_classes + 16) * eps: 20 * 2**-23 = 2.4e-6 for 4 float32 classes.
+    tol = 20 * float(jnp.finfo(jnp.float32).eps)
+    base = jnp.full((2, 1, 4), 0.25)
+    for excess, ok in ((tol / 2, True), (2 * tol, False), (-2 * tol, False)):
+        probs = base.at[..., 0].add(excess)
+        if ok:
+            dl.uncertainty.classification(probs)
+        else:
+            with pytest.raises(ValueError, match="not a probability distribution"):
+                dl.uncertainty.classification(probs)
+    with pytest.raises(ValueError, match="outside"):
+        dl.uncertainty.classification(base.at[..., 0].set(-2 * tol).at[..., 1].add(2 * tol))
+    # Float32 softmax outputs and their means over MC passes always pass (the largest
+    # rounding seen is a few eps), also with many classes and in half precision.
+    for dtype, classes in ((jnp.float32, 2), (jnp.float32, 1000), (jnp.bfloat16, 10)):
+        logits = 20 * jax.random.normal(jax.random.key(classes), (32, 8, classes), dtype)
+        probs_t = jax.nn.softmax(logits)
+        dl.uncertainty.entropy(probs_t)
+        dl.uncertainty.entropy(jnp.mean(probs_t, axis=0))
+    # NaN propagates (a diverged model), as elsewhere in JAX; it is not taken for logits.
+    u = dl.uncertainty.classification(sampled_probs().at[0, 2, 1].set(jnp.nan))
+    assert bool(jnp.isnan(u.mean[2, 1])) and bool(jnp.all(jnp.isfinite(u.mean[3])))
+
+
+def test_entropy_checks_along_its_axis():
+    probs = jax.nn.softmax(LOGITS_T, axis=0)
+    chex.assert_shape(dl.uncertainty.entropy(probs, axis=0), (5, 4))
+    with pytest.raises(ValueError, match="along axis -1"):
+        dl.uncertainty.entropy(probs)
 
 
 def test_regression_moments():

@@ -418,7 +418,7 @@ def load_config(
     if not cfg.name:
         cfg.name = path.stem if path is not None else "experiment"
     validate(cfg)
-    return cfg  # type: ignore[return-value]
+    return cfg
 
 
 def to_yaml(cfg: ExperimentConfig | DictConfig) -> str:

@@ -54,10 +54,10 @@ class Dataset:
     y_test: np.ndarray
     x_ood: np.ndarray | None
     num_classes: int
+    x_mean: np.ndarray
+    x_std: np.ndarray
     y_mean: float = 0.0
     y_std: float = 1.0
-    x_mean: np.ndarray | None = None
-    x_std: np.ndarray | None = None
 
     @property
     def num_features(self) -> int:
@@ -204,6 +204,12 @@ def _existing(path: str | pathlib.Path) -> pathlib.Path:
     return path
 
 
+def _given(value: str | None, key: str, name: str) -> str:
+    if not value:
+        raise DataError(f"data.name={name!r} needs {key}; set it in the config.")
+    return value
+
+
 def load_raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, str]:
     """Raw ``(x [n, features], y [n], task)`` for ``cfg.name``, before any split."""
     if cfg.name in ("digits", "breast_cancer", "diabetes"):
@@ -213,11 +219,14 @@ def load_raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, str]:
     elif cfg.name == "toy":
         x, y, task = load_toy(cfg.toy_num_points, cfg.toy_noise, cfg.split_seed)
     elif cfg.name == "csv":
-        x, y, task = load_csv(cfg.path, cfg.target)
+        x, y, task = load_csv(
+            _given(cfg.path, "data.path", cfg.name), _given(cfg.target, "data.target", cfg.name)
+        )
     elif cfg.name == "npz":
-        x, y, task = load_npz(cfg.path, cfg.x_key, cfg.y_key)
+        x, y, task = load_npz(_given(cfg.path, "data.path", cfg.name), cfg.x_key, cfg.y_key)
     else:
-        x, y, task = load_idx(cfg.path, cfg.labels_path)
+        images = _given(cfg.path, "data.path", cfg.name)
+        x, y, task = load_idx(images, _given(cfg.labels_path, "data.labels_path", cfg.name))
     if cfg.task != "auto":
         task = cfg.task
     x, y = np.asarray(x, np.float64), np.asarray(y)

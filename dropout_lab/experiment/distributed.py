@@ -178,7 +178,8 @@ def process_rows(sharding: NamedSharding, global_shape: tuple[int, ...]) -> slic
     A loader reads only these rows of each global batch and passes them to
     :func:`global_batch`. With one process: every row.
     """
-    index = sharding.addressable_devices_indices_map(tuple(global_shape)).values()
+    global_map = sharding.devices_indices_map(tuple(global_shape))
+    index = [global_map[device] for device in sharding.addressable_devices]
     starts = [rows[0].indices(global_shape[0])[0] for rows in index]
     stops = [rows[0].indices(global_shape[0])[1] for rows in index]
     return slice(min(starts), max(stops))

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from dropout_lab import ops
 from dropout_lab.experiment import report
@@ -117,7 +118,7 @@ def forward(
     params: dict,
     graph: Graph,
     key: jax.Array,
-    rate: jax.Array,
+    rate: ArrayLike,
     *,
     method: str,
     deterministic: bool,

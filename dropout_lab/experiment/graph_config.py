@@ -114,7 +114,7 @@ def load_graph_config(
     if not cfg.name:
         cfg.name = pathlib.Path(path).stem if path is not None else "graph"
     validate_graph_config(cfg)
-    return cfg  # type: ignore[return-value]
+    return cfg
 
 
 def enabled_graph_methods(cfg: GraphConfig) -> list[str]:

@@ -40,6 +40,7 @@ def run_dir(cfg: ExperimentConfig) -> pathlib.Path:
 def fingerprint(cfg: ExperimentConfig, method: str) -> str:
     """Hash of the settings that determine ``method``'s results (not seeds or flags)."""
     container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)  # a structured config converts to a dict
     relevant = {k: container[k] for k in ("data", "model", "train", "eval")}
     relevant["method"] = container["methods"][method]
     text = json.dumps(relevant, sort_keys=True)

@@ -103,7 +103,7 @@ def grid_points(cfg: SweepConfig, method: str) -> list[GridPoint]:
     s = cfg.sweep
     rates = [0.0] if method == "none" else [float(r) for r in s.rates]
     alphas = [float(a) for a in s.alphas] if method == "rdrop" else [0.0]
-    decays = [float(w) for w in s.weight_decays] or [None]
+    decays: list[float | None] = [float(w) for w in s.weight_decays] or [None]
     seeds = range(s.first_seed, s.first_seed + s.seeds)
     return [
         GridPoint(method, rate, seed, alpha, wd)

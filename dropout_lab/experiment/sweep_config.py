@@ -14,6 +14,7 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from dropout_lab.experiment.config import (
     ExperimentConfig,
@@ -103,9 +104,10 @@ def load_sweep_config(
       ConfigError: missing file, unknown key, wrong type or impossible value; the
         message names the key.
     """
-    cfg = load_config(path, overrides, schema=SweepConfig)
-    validate_sweep(cfg)  # type: ignore[arg-type]
-    return cfg  # type: ignore[return-value]
+    # load_config returns a node of the schema it is given (typed as the base schema).
+    cfg = cast(SweepConfig, load_config(path, overrides, schema=SweepConfig))
+    validate_sweep(cfg)
+    return cfg
 
 
 def validate_sweep(cfg: SweepConfig) -> None:

@@ -357,7 +357,7 @@ def jensen_rows(cfg: TheoryChecksConfig, key: jax.Array) -> list[dict]:
             _relu_gap_exact(x, w, rate),
         )
     )(x, w)
-    rows = []
+    rows: list[dict] = []
     for claim, function, phi, inputs, weights, bias in (
         ("z^2, one input x=1.5: gap = x^2 p/q", "jensen_gap_square", jnp.square, one, None, 0.0),
         ("ReLU, one input x=1.5, no bias: gap = 0", "jensen_gap_relu", relu, one, None, 0.0),
@@ -561,8 +561,11 @@ def bn_mlp_rows(cfg: TheoryChecksConfig, key: jax.Array) -> tuple[list[dict], di
     key_data, key_train, key_eval, key_pop = jax.random.split(key, 4)
     data = _mlp_data(cfg, key_data)
     x_train, x_test, y_test = data[0], data[2], data[3]
-    rows = []
-    extras = {"test_mse": {}, "running_average_stats" if b.recalibrate else "population_stats": {}}
+    rows: list[dict] = []
+    extras: dict[str, dict] = {
+        "test_mse": {},
+        "running_average_stats" if b.recalibrate else "population_stats": {},
+    }
 
     def bn_input(params, x, mode, case, key):
         h = jax.nn.relu(x @ params["w1"] + params["b1"])
@@ -690,7 +693,9 @@ def bn_curves(cfg: TheoryChecksConfig, key: jax.Array) -> dict[str, Any]:
         }
         for case, shift in zip(cases, shifts, strict=True)
     }
-    mc = {case: {"mean_shift": [], "variance_ratio": []} for case in closed}
+    mc: dict[str, dict[str, list[tuple[float, float]]]] = {
+        case: {"mean_shift": [], "variance_ratio": []} for case in closed
+    }
     for i, rate in enumerate(cfg.rates):
         classic, inverted, test_a, test_b, test_c = _bn_samples(
             jax.random.fold_in(key, i), rate, cfg.bn_mean, cfg.bn_std, cfg.plot_samples

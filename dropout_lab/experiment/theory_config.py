@@ -141,7 +141,7 @@ def load_theory_config(
     """
     cfg = merge_config(TheoryChecksConfig, path, overrides)
     validate_theory_config(cfg)
-    return cfg  # type: ignore[return-value]
+    return cfg
 
 
 def validate_theory_config(cfg: TheoryChecksConfig) -> None:

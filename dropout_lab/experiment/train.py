@@ -14,13 +14,13 @@ import pathlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dropout_lab.experiment import distributed
@@ -36,7 +36,7 @@ from dropout_lab.experiment.model import (
 
 # XLA:CPU in jax 0.10 can fuse a deterministic MLP forward over >= 1024 rows into a
 # library call ~15x slower than plain dots; evaluation forwards use this option.
-CPU_COMPILER_OPTIONS = {
+CPU_COMPILER_OPTIONS: dict[str, str | bool] = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
 }
 
@@ -121,7 +121,7 @@ class Trainer:
         # A ``mesh`` config splits batches over its ``data`` axis (distributed.py).
         self.mesh = distributed.make_mesh(cfg.mesh)
         if self.mesh is not None:
-            self._check_mesh()
+            self._check_mesh(self.mesh)
             self.x_train, self.y_train = distributed.put(
                 (self.x_train, self.y_train), NamedSharding(self.mesh, P())
             )
@@ -177,10 +177,11 @@ class Trainer:
                 deterministic=False, rngs=rngs, mutable=["losses"],
             )  # fmt: skip
             return self._data_loss(out, y) + sum(jax.tree.leaves(sown))
+        # Flax types ``apply`` as output-or-(output, state) whatever ``mutable`` is.
         out = self.model.apply(
             {"params": params}, x, rate, input_rate, deterministic=False, rngs=rngs
         )
-        return self._data_loss(out, y)
+        return self._data_loss(cast(jax.Array, out), y)
 
     def _data_loss(self, out: jax.Array, y: jax.Array) -> jax.Array:
         if self.task == "classification":
@@ -252,8 +253,8 @@ class Trainer:
         )
 
     # --------------------------------------------------------------------- mesh
-    def _check_mesh(self) -> None:
-        data = self.mesh.shape["data"]
+    def _check_mesh(self, mesh: Mesh) -> None:
+        data = mesh.shape["data"]
         for key, size in (
             ("train.batch_size", self.batch_size),
             ("train.eval_batch_size", self.cfg.train.eval_batch_size),
@@ -437,7 +438,7 @@ class Trainer:
         keys = RunKeys.from_seed(seed)
         state = self.place(self.init(keys))
         history: list[dict] = []
-        chunk_seconds: list[float] = []
+        chunk_seconds: list[list[float]] = []
         manager = None
         resumed_from = 0
         if checkpoint_dir is not None:

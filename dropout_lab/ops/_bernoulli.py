@@ -26,6 +26,16 @@ def check_impl(impl: str) -> str:
     return impl
 
 
+def scale_keep(keep: jax.Array, impl: str) -> jax.Array:
+    """The keep probability a kept value is divided by: ``keep``, or for the opt-in
+    ``impl="fast"`` that probability rounded to its ``2**-16`` grid."""
+    if impl == "fast":
+        return _prng.lane_decisions(keep)[1]
+    if impl == "bernoulli":
+        return keep.astype(jnp.float32)
+    return keep
+
+
 def _stream_generator(keep: jax.Array, impl: str) -> tuple[_prng.Decide, jax.Array]:
     """The word-stream generator of ``impl`` ("exact" or "fast") and its scale's keep."""
     if impl == "fast":
@@ -128,8 +138,7 @@ def _dropout_train_jvp(mode, broadcast_dims, impl, primals, tangents):
 def _eval_scale(x: jax.Array, keep: jax.Array, mode: str, impl: str) -> jax.Array:
     if mode == "inverted":
         return x
-    if impl != "bernoulli":
-        keep = _stream_generator(keep, impl)[1]
+    keep = scale_keep(keep, impl)
     dtype = compute_dtype(x.dtype)
     return (x.astype(dtype) * keep.astype(dtype)).astype(x.dtype)
 
@@ -223,12 +232,12 @@ def dropout(
       >>> y.shape, y.dtype
       ((2, 3), dtype('float32'))
     """
+    _checks.check_key(key, deterministic=deterministic)
     x = _checks.check_float_array(x)
     rate_array = _checks.check_rate(rate)
     _checks.check_mode(mode)
     check_impl(impl)
-    _checks.mask_shape(x.shape, broadcast_dims)
-    broadcast_dims = tuple(int(d) % x.ndim for d in broadcast_dims)
+    broadcast_dims = _checks.check_broadcast_dims(broadcast_dims, x.ndim)
     keep = _checks.keep_probability(rate, rate_array)
     if deterministic:
         y = _eval_scale(x, keep, mode, impl)

@@ -20,7 +20,7 @@ def _safe_rate(rate: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def concrete_dropout(
-    key: ArrayLike,
+    key: ArrayLike | None,
     x: ArrayLike,
     rate: ArrayLike,
     *,
@@ -47,7 +47,7 @@ def concrete_dropout(
     rate is 0 (learn the rate through a logit, as the modules do).
 
     Args:
-      key: a PRNG key.
+      key: a PRNG key, or ``None`` when ``deterministic``.
       x: floating array ``[...]``; its dtype is kept.
       rate: drop probability :math:`p` in [0, 1], possibly traced and differentiated.
       temperature: relaxation temperature :math:`t > 0` (the paper uses 0.1).
@@ -72,6 +72,7 @@ def concrete_dropout(
       >>> y.shape, y.dtype
       ((2, 3), dtype('float32'))
     """
+    _checks.check_key(key, deterministic=deterministic)
     x = _checks.check_float_array(x)
     rate_array = _checks.check_rate(rate)
     if _checks.is_concrete(temperature) and not float(temperature) > 0:

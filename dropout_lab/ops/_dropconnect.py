@@ -11,13 +11,13 @@ from dropout_lab.ops._bernoulli import dropout
 
 
 def dropconnect(
-    key: ArrayLike,
+    key: ArrayLike | None,
     w: ArrayLike,
     rate: ArrayLike,
     *,
     mode: str = "inverted",
     deterministic: bool = False,
-    impl: str = "fast",
+    impl: str = "exact",
 ) -> jax.Array:
     r"""DropConnect (Wan et al. 2013): drop individual weights.
 
@@ -27,12 +27,13 @@ def dropconnect(
     :func:`dropout_lab.dropout` applied to the weight array.
 
     Args:
-      key: a PRNG key.
+      key: a PRNG key, or ``None`` when ``deterministic``.
       w: floating weight array of any shape, e.g. a kernel ``[in, out]``.
       rate: drop probability in [0, 1], possibly traced.
       mode: ``"inverted"`` or ``"classic"``.
       deterministic: evaluation mode (``w``, or ``q w`` for classic).
-      impl: mask generator, ``"fast"`` or ``"bernoulli"``.
+      impl: mask generator, ``"exact"`` (default), ``"bernoulli"`` or ``"fast"``, as
+        in :func:`dropout_lab.dropout`.
 
     Returns:
       The masked weights, shape and dtype of ``w``.
@@ -41,11 +42,13 @@ def dropconnect(
       Wan, Zeiler, Zhang, LeCun & Fergus, "Regularization of Neural Networks using
       DropConnect", ICML 2013.
     """
+    _checks.check_key(key, deterministic=deterministic)
+    w = _checks.check_float_array(w, "w")
     return dropout(key, w, rate, mode=mode, deterministic=deterministic, impl=impl)
 
 
 def dropconnect_dense(
-    key: ArrayLike,
+    key: ArrayLike | None,
     x: ArrayLike,
     kernel: ArrayLike,
     bias: ArrayLike | None,
@@ -54,7 +57,7 @@ def dropconnect_dense(
     per_example: bool = False,
     mode: str = "inverted",
     deterministic: bool = False,
-    impl: str = "fast",
+    impl: str = "exact",
 ) -> jax.Array:
     r"""A dense layer :math:`y = x (M \odot W) + b` with DropConnect on the kernel.
 
@@ -64,7 +67,7 @@ def dropconnect_dense(
     paper (and costs a ``[batch, in, out]`` masked kernel). The bias is not masked.
 
     Args:
-      key: a PRNG key.
+      key: a PRNG key, or ``None`` when ``deterministic``.
       x: inputs ``[batch, in_features]`` (``[in_features]`` for one example).
       kernel: weights ``[in_features, out_features]``.
       bias: ``[out_features]`` or ``None``.
@@ -72,7 +75,8 @@ def dropconnect_dense(
       per_example: draw an independent kernel mask for every row of ``x``.
       mode: ``"inverted"`` or ``"classic"``.
       deterministic: evaluation mode.
-      impl: mask generator, ``"fast"`` or ``"bernoulli"``.
+      impl: mask generator, ``"exact"`` (default), ``"bernoulli"`` or ``"fast"``, as
+        in :func:`dropout_lab.dropout`.
 
     Returns:
       ``[batch, out_features]`` (or ``[out_features]``).
@@ -81,6 +85,7 @@ def dropconnect_dense(
       Wan, Zeiler, Zhang, LeCun & Fergus, "Regularization of Neural Networks using
       DropConnect", ICML 2013.
     """
+    _checks.check_key(key, deterministic=deterministic)
     x = _checks.check_float_array(x)
     kernel = _checks.check_float_array(kernel, "kernel")
     if kernel.ndim != 2 or x.shape[-1:] != kernel.shape[:1]:
@@ -89,7 +94,7 @@ def dropconnect_dense(
             "expected x [..., in_features] and kernel [in_features, out_features]."
         )
 
-    def masked_kernel(k: jax.Array) -> jax.Array:
+    def masked_kernel(k: ArrayLike | None) -> jax.Array:
         return dropconnect(k, kernel, rate, mode=mode, deterministic=deterministic, impl=impl)
 
     if per_example and not deterministic and x.ndim == 2:

@@ -32,7 +32,7 @@ def _gaussian_train(key: jax.Array, x: jax.Array, rate: jax.Array) -> jax.Array:
 
 
 def gaussian_dropout(
-    key: ArrayLike, x: ArrayLike, rate: ArrayLike, *, deterministic: bool = False
+    key: ArrayLike | None, x: ArrayLike, rate: ArrayLike, *, deterministic: bool = False
 ) -> jax.Array:
     r"""Gaussian dropout: multiplicative noise with the variance of Bernoulli dropout.
 
@@ -47,7 +47,7 @@ def gaussian_dropout(
     keep the library-wide rule. The backward pass recomputes the noise from the key.
 
     Args:
-      key: a PRNG key.
+      key: a PRNG key, or ``None`` when ``deterministic``.
       x: floating array ``[...]``.
       rate: "drop" probability in [0, 1] setting the noise variance, possibly traced.
       deterministic: evaluation mode: returns ``x``.
@@ -59,6 +59,7 @@ def gaussian_dropout(
       Srivastava et al., "Dropout: A Simple Way to Prevent Neural Networks from
       Overfitting", JMLR 2014, section 10.
     """
+    _checks.check_key(key, deterministic=deterministic)
     x = _checks.check_float_array(x)
     rate_array = _checks.check_rate(rate)
     if deterministic:

@@ -89,7 +89,7 @@ def gcn_normalize_edges(
 
 
 def drop_edge(
-    key: ArrayLike,
+    key: ArrayLike | None,
     edge_index: ArrayLike,
     rate: ArrayLike,
     *,
@@ -98,7 +98,7 @@ def drop_edge(
     undirected: bool = False,
     normalize: bool = False,
     deterministic: bool = False,
-    impl: str = "fast",
+    impl: str = "exact",
 ) -> EdgeDrop:
     r"""DropEdge (Rong et al. 2020): drops each edge with probability ``rate``.
 
@@ -112,7 +112,7 @@ def drop_edge(
     every new mask as the paper does. Rate 1 drops every edge.
 
     Args:
-      key: a PRNG key.
+      key: a PRNG key, or ``None`` when ``deterministic``.
       edge_index: ``[2, num_edges]`` integer (source, target) pairs.
       rate: drop probability of an edge, in [0, 1], possibly traced.
       edge_weight: ``[num_edges]`` floating weights (default ones).
@@ -120,7 +120,8 @@ def drop_edge(
       undirected: drop both directions of an edge together.
       normalize: return GCN-normalized weights and self-loop weights.
       deterministic: evaluation mode: keep every edge.
-      impl: mask generator, ``"fast"`` or ``"bernoulli"``.
+      impl: mask generator, ``"exact"`` (default), ``"bernoulli"`` or ``"fast"``, as
+        in :func:`dropout_lab.dropout`.
 
     Returns:
       An :class:`EdgeDrop` of static shapes.
@@ -142,6 +143,7 @@ def drop_edge(
       >>> out.mask.shape, out.edge_weight.dtype, out.self_loop_weight.shape
       ((4,), dtype('float32'), (3,))
     """
+    _checks.check_key(key, deterministic=deterministic)
     edge_index = _check_edge_index(edge_index)
     num_edges = edge_index.shape[1]
     rate_array = _checks.check_rate(rate)
@@ -171,21 +173,21 @@ def drop_edge(
         mask = keep_mask(_checks.as_key(key), (num_edges,), keep, impl)[0]
     weight = jnp.where(mask, edge_weight, jnp.zeros((), edge_weight.dtype))
     self_loop = None
-    if normalize:
+    if normalize and num_nodes is not None:  # (normalize without num_nodes raised above)
         weight, self_loop = gcn_normalize_edges(edge_index, weight, num_nodes)
         self_loop = _checks.nan_if_invalid(self_loop, rate, rate_array)
     return EdgeDrop(mask, _checks.nan_if_invalid(weight, rate, rate_array), self_loop)
 
 
 def drop_edge_dense(
-    key: ArrayLike,
+    key: ArrayLike | None,
     adjacency: ArrayLike,
     rate: ArrayLike,
     *,
     symmetric: bool = False,
     normalize: bool = False,
     deterministic: bool = False,
-    impl: str = "fast",
+    impl: str = "exact",
 ) -> jax.Array:
     r"""DropEdge on a dense adjacency matrix, optionally GCN-normalized.
 
@@ -199,13 +201,14 @@ def drop_edge_dense(
     drop, every time.
 
     Args:
-      key: a PRNG key.
+      key: a PRNG key, or ``None`` when ``deterministic``.
       adjacency: floating ``[num_nodes, num_nodes]`` (weighted) adjacency.
       rate: drop probability of an edge, in [0, 1], possibly traced.
       symmetric: one draw per unordered pair.
       normalize: return :math:`\hat D^{-1/2}(\tilde A + I)\hat D^{-1/2}`.
       deterministic: evaluation mode: no edge dropped.
-      impl: mask generator, ``"fast"`` or ``"bernoulli"``.
+      impl: mask generator, ``"exact"`` (default), ``"bernoulli"`` or ``"fast"``, as
+        in :func:`dropout_lab.dropout`.
 
     Returns:
       ``[num_nodes, num_nodes]`` with the dtype of ``adjacency``.
@@ -220,6 +223,7 @@ def drop_edge_dense(
       Kipf & Welling, "Semi-Supervised Classification with Graph Convolutional
       Networks", ICLR 2017.
     """
+    _checks.check_key(key, deterministic=deterministic)
     adjacency = _checks.check_float_array(adjacency, "adjacency")
     if adjacency.ndim != 2 or adjacency.shape[0] != adjacency.shape[1]:
         raise ValueError(f"adjacency must be square [n, n], got shape {adjacency.shape}.")
@@ -242,14 +246,14 @@ def drop_edge_dense(
 
 
 def drop_node(
-    key: ArrayLike,
+    key: ArrayLike | None,
     x: ArrayLike,
     rate: ArrayLike,
     *,
     edge_index: ArrayLike | None = None,
     rescale: bool = True,
     deterministic: bool = False,
-    impl: str = "fast",
+    impl: str = "exact",
 ) -> NodeDrop:
     r"""DropNode: drops whole nodes (all their features) with probability ``rate``.
 
@@ -261,13 +265,14 @@ def drop_node(
     PyG's ``dropout_node``: an edge survives when both its ends do.
 
     Args:
-      key: a PRNG key.
+      key: a PRNG key, or ``None`` when ``deterministic``.
       x: floating node features ``[num_nodes, ...]``.
       rate: drop probability of a node, in [0, 1], possibly traced.
       edge_index: optional ``[2, num_edges]`` integer (source, target) pairs.
       rescale: scale kept rows by :math:`1/q`.
       deterministic: evaluation mode: keep every node, ``x`` unchanged.
-      impl: mask generator, ``"fast"`` or ``"bernoulli"``.
+      impl: mask generator, ``"exact"`` (default), ``"bernoulli"`` or ``"fast"``, as
+        in :func:`dropout_lab.dropout`.
 
     Returns:
       A :class:`NodeDrop` of static shapes.
@@ -289,6 +294,7 @@ def drop_node(
       >>> out.x.shape, out.node_mask.shape
       ((5, 2), (5,))
     """
+    _checks.check_key(key, deterministic=deterministic)
     x = _checks.check_float_array(x)
     if x.ndim < 1:
         raise ValueError("x must have a node axis, got a scalar.")

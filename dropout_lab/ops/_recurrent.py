@@ -14,14 +14,14 @@ from dropout_lab.ops._dropconnect import dropconnect
 
 
 def locked_dropout(
-    key: ArrayLike,
+    key: ArrayLike | None,
     x: ArrayLike,
     rate: ArrayLike,
     *,
     time_axis: int = 1,
     mode: str = "inverted",
     deterministic: bool = False,
-    impl: str = "fast",
+    impl: str = "exact",
 ) -> jax.Array:
     r"""Locked (variational) dropout: one mask for every time step of a sequence.
 
@@ -32,14 +32,15 @@ def locked_dropout(
     ``broadcast_dims=(time_axis,)`` (and its semantics).
 
     Args:
-      key: a PRNG key.
+      key: a PRNG key, or ``None`` when ``deterministic``.
       x: floating array ``[batch, time, features]`` (or any layout, see
         ``time_axis``).
       rate: drop probability in [0, 1], possibly traced.
       time_axis: the axis that shares the mask.
       mode: ``"inverted"`` or ``"classic"``.
       deterministic: evaluation mode.
-      impl: mask generator, ``"fast"`` or ``"bernoulli"``.
+      impl: mask generator, ``"exact"`` (default), ``"bernoulli"`` or ``"fast"``, as
+        in :func:`dropout_lab.dropout`.
 
     Returns:
       Array with the shape and dtype of ``x``.
@@ -61,6 +62,9 @@ def locked_dropout(
       >>> y.shape, y.dtype
       ((2, 5, 3), dtype('float32'))
     """
+    _checks.check_key(key, deterministic=deterministic)
+    x = _checks.check_float_array(x)
+    time_axis = _checks.check_axis(time_axis, x.ndim, "time_axis")
     return dropout(
         key,
         x,
@@ -73,13 +77,13 @@ def locked_dropout(
 
 
 def embedding_dropout(
-    key: ArrayLike,
+    key: ArrayLike | None,
     embedding: ArrayLike,
     rate: ArrayLike,
     *,
     feature_axis: int = -1,
     deterministic: bool = False,
-    impl: str = "fast",
+    impl: str = "exact",
 ) -> jax.Array:
     r"""Embedding dropout: drops whole word vectors.
 
@@ -92,13 +96,14 @@ def embedding_dropout(
     :func:`dropout_lab.dropout` with ``broadcast_dims=(feature_axis,)``.
 
     Args:
-      key: a PRNG key.
+      key: a PRNG key, or ``None`` when ``deterministic``.
       embedding: floating array whose ``feature_axis`` holds the vectors, e.g. a table
         ``[vocab, features]``.
       rate: probability of dropping a vector, in [0, 1], possibly traced.
       feature_axis: the axis of the vector components (shares one draw).
       deterministic: evaluation mode: returns ``embedding``.
-      impl: mask generator, ``"fast"`` or ``"bernoulli"``.
+      impl: mask generator, ``"exact"`` (default), ``"bernoulli"`` or ``"fast"``, as
+        in :func:`dropout_lab.dropout`.
 
     Returns:
       Array with the shape and dtype of ``embedding``.
@@ -120,6 +125,9 @@ def embedding_dropout(
       >>> table.shape, table.dtype
       ((10, 4), dtype('float32'))
     """
+    _checks.check_key(key, deterministic=deterministic)
+    embedding = _checks.check_float_array(embedding, "embedding")
+    feature_axis = _checks.check_axis(feature_axis, embedding.ndim, "feature_axis")
     return dropout(
         key,
         embedding,
@@ -131,13 +139,13 @@ def embedding_dropout(
 
 
 def zoneout(
-    key: ArrayLike,
+    key: ArrayLike | None,
     h_prev: ArrayLike,
     h_new: ArrayLike,
     rate: ArrayLike,
     *,
     deterministic: bool = False,
-    impl: str = "fast",
+    impl: str = "exact",
 ) -> jax.Array:
     r"""Zoneout (Krueger et al. 2017): units keep their previous value at random.
 
@@ -151,12 +159,13 @@ def zoneout(
     hidden state, each with its own rate and key, at every step.
 
     Args:
-      key: a PRNG key (use a new one per time step).
+      key: a PRNG key (use a new one per time step), or ``None`` when ``deterministic``.
       h_prev: floating array ``[batch, hidden]``, the previous state.
       h_new: the candidate state, same shape and dtype as ``h_prev``.
       rate: probability of keeping the previous value, in [0, 1], possibly traced.
       deterministic: evaluation mode: the expected state (see above).
-      impl: mask generator, ``"fast"`` or ``"bernoulli"``.
+      impl: mask generator, ``"exact"`` (default), ``"bernoulli"`` or ``"fast"``, as
+        in :func:`dropout_lab.dropout`.
 
     Returns:
       Array with the shape and dtype of ``h_new``.
@@ -177,6 +186,7 @@ def zoneout(
       >>> h.shape, h.dtype
       ((2, 3), dtype('float32'))
     """
+    _checks.check_key(key, deterministic=deterministic)
     h_prev = _checks.check_float_array(h_prev, "h_prev")
     h_new = _checks.check_float_array(h_new, "h_new")
     if h_prev.shape != h_new.shape:
@@ -199,13 +209,13 @@ def zoneout(
 
 
 def weight_drop(
-    key: ArrayLike,
+    key: ArrayLike | None,
     weights: Any,
     rate: ArrayLike,
     *,
     mode: str = "inverted",
     deterministic: bool = False,
-    impl: str = "fast",
+    impl: str = "exact",
 ) -> Any:
     r"""Weight drop (Merity et al. 2017): DropConnect on recurrent weights, once per sequence.
 
@@ -218,12 +228,14 @@ def weight_drop(
     :func:`dropout_lab.dropconnect`.
 
     Args:
-      key: a PRNG key (one per sequence or per batch of sequences).
+      key: a PRNG key (one per sequence or per batch of sequences),
+        or ``None`` when ``deterministic``.
       weights: a floating array or a pytree of them, e.g. ``[hidden, 4 * hidden]``.
       rate: drop probability of each weight, in [0, 1], possibly traced.
       mode: ``"inverted"`` or ``"classic"``.
       deterministic: evaluation mode.
-      impl: mask generator, ``"fast"`` or ``"bernoulli"``.
+      impl: mask generator, ``"exact"`` (default), ``"bernoulli"`` or ``"fast"``, as
+        in :func:`dropout_lab.dropout`.
 
     Returns:
       The masked weights, with the structure, shapes and dtypes of ``weights``.
@@ -241,7 +253,14 @@ def weight_drop(
       >>> w_hh.shape, w_hh.dtype
       ((3, 12), dtype('float32'))
     """
+    _checks.check_key(key, deterministic=deterministic)
     leaves, treedef = jax.tree.flatten(weights)
+    if not leaves:
+        raise TypeError(
+            f"weights is {weights!r}, with no array in it; pass a floating array or a "
+            "pytree of them."
+        )
+    leaves = [_checks.check_float_array(w, "weights") for w in leaves]
     if deterministic:
         keys = [None] * len(leaves)
     else:

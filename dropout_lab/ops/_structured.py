@@ -25,10 +25,8 @@ _BISECTION_STEPS = 40
 
 
 def _axis(axis: int, ndim: int, name: str) -> int:
-    """Normalizes a (possibly negative) axis of an ``ndim``-array, raising ``ValueError``."""
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"{name}={axis} is not an axis of an array with {ndim} dimensions.")
-    return axis % ndim
+    """Normalizes a (possibly negative) axis of an ``ndim``-array (see ``_checks.check_axis``)."""
+    return _checks.check_axis(axis, ndim, name)
 
 
 def _feature_axes(ndim: int, channel_axis: int, batch_axis: int | None) -> tuple[int, ...]:
@@ -43,7 +41,7 @@ def _feature_axes(ndim: int, channel_axis: int, batch_axis: int | None) -> tuple
 
 
 def channel_dropout(
-    key: ArrayLike,
+    key: ArrayLike | None,
     x: ArrayLike,
     rate: ArrayLike,
     *,
@@ -51,7 +49,7 @@ def channel_dropout(
     batch_axis: int | None = 0,
     mode: str = "inverted",
     deterministic: bool = False,
-    impl: str = "fast",
+    impl: str = "exact",
 ) -> jax.Array:
     r"""Channel (spatial) dropout: drops whole feature maps.
 
@@ -66,7 +64,7 @@ def channel_dropout(
     1, dtypes, dropped NaN becomes 0) are those of ``dropout``.
 
     Args:
-      key: a PRNG key.
+      key: a PRNG key, or ``None`` when ``deterministic``.
       x: floating array, e.g. ``[batch, height, width, channels]`` (channels last) or
         ``[batch, channels, length]`` with ``channel_axis=1``.
       rate: probability of dropping a channel, in [0, 1], possibly traced.
@@ -75,7 +73,8 @@ def channel_dropout(
         all channels).
       mode: ``"inverted"`` or ``"classic"``.
       deterministic: evaluation mode.
-      impl: mask generator, ``"fast"`` or ``"bernoulli"``.
+      impl: mask generator, ``"exact"`` (default), ``"bernoulli"`` or ``"fast"``, as
+        in :func:`dropout_lab.dropout`.
 
     Returns:
       Array with the shape and dtype of ``x``.
@@ -95,6 +94,7 @@ def channel_dropout(
       >>> y.shape, y.dtype
       ((2, 4, 4, 3), dtype('float32'))
     """
+    _checks.check_key(key, deterministic=deterministic)
     x = _checks.check_float_array(x)
     kept_axes = _feature_axes(x.ndim, channel_axis, batch_axis)
     broadcast_dims = tuple(d for d in range(x.ndim) if d not in kept_axes)
@@ -173,9 +173,7 @@ def seed_probability(
         return jnp.clip(rate * math.prod(sizes) / (area * valid), 0.0, 1.0)
     if seed_rate != "exact":
         raise ValueError(f"seed_rate={seed_rate!r} is not one of {SEED_RATES}.")
-    values, weights = _coverage_histogram(sizes, blocks)
-    values = jnp.asarray(values, rate.dtype)
-    weights = jnp.asarray(weights, rate.dtype)
+    values, weights = (jnp.asarray(a, rate.dtype) for a in _coverage_histogram(sizes, blocks))
 
     def dropped_fraction(gamma):
         return jnp.sum(weights * -jnp.expm1(values * jnp.log1p(-gamma)))
@@ -209,9 +207,9 @@ def _dropblock_train(
     for d, b in zip(spatial, blocks, strict=True):
         seed_shape[d] = x.shape[d] - b + 1
         window[d], padding[d] = b, (b - 1, b - 1)
-    # A block starts where the draw is "kept" with probability gamma (exact Bernoulli
-    # draws: gamma is small and must not be quantised).
-    seeds, _ = keep_mask(key, tuple(seed_shape), gamma, impl="bernoulli")
+    # A block starts where the draw is "kept" with probability gamma (the exact
+    # generator: gamma is small and must not be quantised; its grid is 2**-32).
+    seeds, _ = keep_mask(key, tuple(seed_shape), gamma, impl="exact")
     # Seed s drops s .. s + b - 1: a max over a window of b, padded by b - 1 both sides.
     dropped = lax.reduce_window(
         seeds.astype(jnp.float32), 0.0, lax.max, window, (1,) * x.ndim, padding
@@ -225,7 +223,7 @@ def _dropblock_train(
 
 
 def dropblock(
-    key: ArrayLike,
+    key: ArrayLike | None,
     x: ArrayLike,
     rate: ArrayLike,
     *,
@@ -256,7 +254,7 @@ def dropblock(
     DropBlock1d/2d/3d. Rate 0 is the identity; rate 1 returns zeros.
 
     Args:
-      key: a PRNG key.
+      key: a PRNG key, or ``None`` when ``deterministic``.
       x: floating array ``[batch, *spatial, channels]`` (channels last by default).
       rate: expected fraction of dropped units, in [0, 1], possibly traced.
       block_size: side of the dropped blocks, an int or one per spatial axis; each at
@@ -287,6 +285,7 @@ def dropblock(
       >>> y.shape, y.dtype
       ((2, 8, 8, 3), dtype('float32'))
     """
+    _checks.check_key(key, deterministic=deterministic)
     x = _checks.check_float_array(x)
     rate_array = _checks.check_rate(rate)
     feature_axes = _feature_axes(x.ndim, channel_axis, batch_axis)
@@ -297,7 +296,7 @@ def dropblock(
     sizes = tuple(x.shape[d] for d in spatial)
     if any(b > s for b, s in zip(blocks, sizes, strict=True)):
         raise ValueError(f"block_size {blocks} is larger than the spatial shape {sizes}.")
-    shared = {_axis(d, x.ndim, "broadcast_dims") for d in broadcast_dims}
+    shared = set(_checks.check_broadcast_dims(broadcast_dims, x.ndim))
     if shared & set(spatial):
         raise ValueError(f"broadcast_dims {tuple(broadcast_dims)} contains a spatial axis.")
     if seed_rate not in SEED_RATES:
@@ -312,13 +311,13 @@ def dropblock(
 
 
 def drop_path(
-    key: ArrayLike,
+    key: ArrayLike | None,
     x: ArrayLike,
     rate: ArrayLike,
     *,
     mode: str = "row",
     deterministic: bool = False,
-    impl: str = "fast",
+    impl: str = "exact",
 ) -> jax.Array:
     r"""Drop path / stochastic depth (Huang et al. 2016) for a residual branch.
 
@@ -333,12 +332,13 @@ def drop_path(
     every axis (``"batch"``) in ``broadcast_dims``, with dropout's semantics.
 
     Args:
-      key: a PRNG key.
+      key: a PRNG key, or ``None`` when ``deterministic``.
       x: floating array ``[batch, ...]``, the output of a residual branch.
       rate: probability of dropping the branch, in [0, 1], possibly traced.
       mode: ``"row"`` (one draw per example) or ``"batch"`` (one draw in all).
       deterministic: evaluation mode: returns ``x``.
-      impl: mask generator, ``"fast"`` or ``"bernoulli"``.
+      impl: mask generator, ``"exact"`` (default), ``"bernoulli"`` or ``"fast"``, as
+        in :func:`dropout_lab.dropout`.
 
     Returns:
       Array with the shape and dtype of ``x``.
@@ -358,6 +358,7 @@ def drop_path(
       >>> y.shape, y.dtype
       ((4, 3), dtype('float32'))
     """
+    _checks.check_key(key, deterministic=deterministic)
     x = _checks.check_float_array(x)
     if mode == "row":
         if x.ndim == 0:

@@ -99,7 +99,7 @@ def variational_prune_mask(log_alpha: ArrayLike, threshold: float = PRUNE_THRESH
 
 
 def variational_dense(
-    key: ArrayLike,
+    key: ArrayLike | None,
     x: ArrayLike,
     kernel: ArrayLike,
     log_sigma2: ArrayLike,
@@ -123,7 +123,7 @@ def variational_dense(
     data set plus :func:`variational_kl` (the negative ELBO).
 
     Args:
-      key: a PRNG key.
+      key: a PRNG key, or ``None`` when ``deterministic``.
       x: inputs ``[batch, in_features]`` (any leading axes).
       kernel: weight means :math:`\theta`, ``[in_features, out_features]``.
       log_sigma2: :math:`\log\sigma^2`, ``[in_features, out_features]``.
@@ -153,6 +153,7 @@ def variational_dense(
       >>> y.shape, y.dtype
       ((4, 2), dtype('float32'))
     """
+    _checks.check_key(key, deterministic=deterministic)
     x = _checks.check_float_array(x)
     kernel = _checks.check_float_array(kernel, "kernel")
     if kernel.ndim != 2 or x.shape[-1:] != kernel.shape[:1]:

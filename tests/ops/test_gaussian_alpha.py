@@ -67,7 +67,7 @@ def test_alpha_dropout_keeps_zero_mean_unit_variance(rate):
 
 def test_alpha_dropout_values_edges_and_grads():
     x = jax.random.normal(jax.random.key(1), (64, 16))
-    rate = 0.25  # keep 0.75 is on the 2**-16 grid
+    rate = 0.25  # keep 0.75 is exact in float32 and on the 2**-16 grid of impl="fast"
     a, b = affine_correction(jnp.float32(0.75))
     y = dl.alpha_dropout(KEY, x, rate)
     kept = dl.dropout(KEY, x, rate) != 0  # same key, same mask
@@ -79,6 +79,65 @@ def test_alpha_dropout_values_edges_and_grads():
     g = jax.grad(lambda x: jnp.sum(dl.alpha_dropout(KEY, x, 1.0)))(x)
     assert np.all(g == 0)
     check_grads(lambda x: dl.alpha_dropout(KEY, x, 0.3), (x[:3, :3],), order=1)
+
+
+def test_alpha_dropout_broadcast_dims_shares_one_mask():
+    # x > 0 makes kept values a x + b > 0 (a > 0, b = -a alpha' (1 - q) > 0) and dropped
+    # ones a alpha' + b = a alpha' q < 0, so the sign of y is the mask, exactly.
+    x = jax.random.uniform(jax.random.key(1), (8, 5, 6, 3), minval=0.5, maxval=2.0)
+    rate = 0.25
+    a, b = affine_correction(jnp.float32(0.75))
+    y = dl.alpha_dropout(KEY, x, rate, broadcast_dims=(1, 2))
+    dropped = np.asarray(y < 0)
+    assert dropped.any() and not dropped.all()
+    np.testing.assert_array_equal(dropped, np.broadcast_to(dropped[:, :1, :1, :], x.shape))
+    np.testing.assert_allclose(y[~dropped], (a * x + b)[~dropped], rtol=1e-6)
+    np.testing.assert_allclose(y[dropped], a * SELU_SATURATION + b, rtol=1e-6)
+    # The same draw as dl.dropout with the same key and shared axes.
+    kept = dl.dropout(KEY, x, rate, broadcast_dims=(1, 2)) != 0
+    np.testing.assert_array_equal(dropped, ~np.asarray(kept))
+    # Negative axes, lists and jit give the same bits; () is the unshared default.
+    for dims in ([1, 2], (-3, -2), (2, 1)):
+        np.testing.assert_array_equal(dl.alpha_dropout(KEY, x, rate, broadcast_dims=dims), y)
+    jitted = jax.jit(lambda k, v: dl.alpha_dropout(k, v, rate, broadcast_dims=(1, 2)))
+    np.testing.assert_array_equal(jitted(KEY, x), y)
+    np.testing.assert_array_equal(
+        dl.alpha_dropout(KEY, x, rate, broadcast_dims=()), dl.alpha_dropout(KEY, x, rate)
+    )
+    # Every axis shared: one draw for the whole array.
+    whole = np.asarray(dl.alpha_dropout(KEY, x, 0.5, broadcast_dims=(0, 1, 2, 3)) < 0)
+    assert whole.all() or not whole.any()
+    np.testing.assert_array_equal(dl.alpha_dropout(KEY, x, 0.0, broadcast_dims=(1,)), x)
+    np.testing.assert_array_equal(
+        dl.alpha_dropout(KEY, x, 1.0, broadcast_dims=(1,)), jnp.zeros_like(x)
+    )
+    np.testing.assert_array_equal(
+        dl.alpha_dropout(KEY, x, rate, broadcast_dims=(1,), deterministic=True), x
+    )
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_alpha_dropout_broadcast_dims_keeps_zero_mean_unit_variance(rate):
+    # x ~ N(0, 1) of shape [4096, 64, 4] with axis 1 shared: G = 4096 * 4 groups of
+    # S = 64 elements share one draw m_g ~ Bernoulli(q). Given m, y = a m x + c(m) with
+    # c(m) = a alpha' (1 - m) + b, so E[y] = 0 and E[y^2] = 1 (the affine correction
+    # does not depend on the sharing), but elements of a group are correlated:
+    #   Var(mean y) = (1/G) Var(mean of a group) = a^2 (q / (G S) + alpha'^2 q p / G).
+    # For the second moment M2 = mean y^2 = mean over groups of Z_g = mean_s y_gs^2:
+    #   Var(Z | m=1) = Var((a x + b)^2) / S = (2 a^4 + 4 a^2 b^2) / S,  Z | m=0 = c0^2
+    #   (c0 = a alpha' + b), so Var(Z) = q (2 a^4 + 4 a^2 b^2) / S + q p (a^2 + b^2 - c0^2)^2
+    # and Var(M2) = Var(Z) / G. The groups are independent: 5 sigma bounds (CLT over G).
+    # The sample variance is M2 - mean^2, whose extra bias mean^2 is below 25 Var(mean).
+    num_groups, size = 4096 * 4, 64
+    x = jax.random.normal(jax.random.key(1), (4096, size, 4))
+    y = np.asarray(dl.alpha_dropout(KEY, x, rate, broadcast_dims=(1,)), np.float64)
+    q = 1 - rate
+    a, b = (float(v) for v in affine_correction(jnp.float32(q)))
+    c0 = a * SELU_SATURATION + b
+    var_mean = a**2 * (q / (num_groups * size) + SELU_SATURATION**2 * q * rate / num_groups)
+    var_z = q * (2 * a**4 + 4 * a**2 * b**2) / size + q * rate * (a**2 + b**2 - c0**2) ** 2
+    assert abs(y.mean()) < 5 * np.sqrt(var_mean)
+    assert abs(y.var() - 1) < 5 * np.sqrt(var_z / num_groups) + 25 * var_mean
 
 
 def test_dropconnect_is_dropout_on_weights_and_dense_layers():
