@@ -31,7 +31,6 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from dropout_lab import _checks
-from dropout_lab.uncertainty import _check_probs
 
 __all__ = [
     "ReliabilityDiagram",
@@ -75,7 +74,7 @@ def _flatten(
     if logits_ok:
         probs = _checks.check_float_array(probs, "probs")
     else:
-        probs = _check_probs(probs, "probs")
+        probs = _checks.check_probs(probs, "probs")
     labels = jnp.asarray(labels)
     if probs.ndim < 1 or labels.shape != probs.shape[:-1]:
         raise ValueError(

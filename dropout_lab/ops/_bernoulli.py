@@ -27,8 +27,11 @@ def check_impl(impl: str) -> str:
 
 
 def scale_keep(keep: jax.Array, impl: str) -> jax.Array:
-    """The keep probability a kept value is divided by: ``keep``, or for the opt-in
-    ``impl="fast"`` that probability rounded to its ``2**-16`` grid."""
+    """The keep probability a kept value is divided by (and classic mode scales by).
+
+    ``keep`` itself, or for the opt-in ``impl="fast"`` ``keep`` rounded to its
+    ``2**-16`` grid.
+    """
     if impl == "fast":
         return _prng.lane_decisions(keep)[1]
     if impl == "bernoulli":
