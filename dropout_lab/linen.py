@@ -1,7 +1,10 @@
 """Flax linen modules: drop-in replacements for ``flax.linen.Dropout`` and friends.
 
-Each module is a thin wrapper: it resolves ``deterministic`` with ``nn.merge_param``,
-takes its key from ``rng`` or ``self.make_rng(rng_collection)`` and calls the op.
+Each module is a thin wrapper that decides in the order of ``flax.linen.Dropout``: it
+resolves ``deterministic`` with ``nn.merge_param``; in evaluation mode, or at a concrete
+rate 0 (and, where every unit is then dropped, rate 1) it returns the op's output with
+no key and draws nothing; otherwise it takes its key from ``rng`` or
+``self.make_rng(rng_collection)`` and calls the op. A traced rate always draws a key.
 """
 
 from __future__ import annotations
@@ -12,19 +15,42 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import errors
 from jax.typing import ArrayLike
 
-from dropout_lab import ops
+from dropout_lab import _wrappers, ops
 
 
 class _Stochastic(nn.Module):
     """Shared key and mode resolution (private)."""
 
-    def _resolve(self, deterministic: bool | None, rng: jax.Array | None):
+    def _apply(
+        self,
+        op: Callable[..., Any],
+        deterministic: bool | None,
+        rng: jax.Array | None,
+        *args: Any,
+        **options: Any,
+    ) -> Any:
+        """``op(key, *args, deterministic=..., **options)`` as ``flax.linen.Dropout`` decides.
+
+        ``deterministic`` first (Flax's error if given nowhere), then the keyless cases of
+        :func:`dropout_lab._wrappers.call_op`, then a key from ``rng`` or the stream.
+        """
         deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
-        if deterministic:
-            return True, None
-        return False, rng if rng is not None else self.make_rng(self.rng_collection)
+        return _wrappers.call_op(op, deterministic, lambda: self._key(rng), args, options)
+
+    def _key(self, rng: jax.Array | None) -> jax.Array:
+        if rng is not None:
+            return rng
+        try:
+            return self.make_rng(self.rng_collection)
+        except errors.InvalidRngError as err:
+            err.add_note(
+                f"dropout_lab: pass rngs={{{self.rng_collection!r}: key}} to apply (or "
+                "rng=key to the call), or deterministic=True to evaluate without a key."
+            )
+            raise
 
 
 class Dropout(_Stochastic):
@@ -38,7 +64,7 @@ class Dropout(_Stochastic):
       deterministic: evaluation mode (may instead be passed to ``__call__``).
       rng_collection: RNG stream the mask key comes from.
       mode: ``"inverted"`` (Flax's behaviour) or ``"classic"``.
-      impl: ``"fast"`` or ``"bernoulli"`` (Flax's exact masks).
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"`` (Flax's masks).
     """
 
     rate: float | jax.Array
@@ -46,21 +72,21 @@ class Dropout(_Stochastic):
     deterministic: bool | None = None
     rng_collection: str = "dropout"
     mode: str = "inverted"
-    impl: str = "fast"
+    impl: str = "exact"
 
     @nn.compact
     def __call__(
         self, inputs: ArrayLike, deterministic: bool | None = None, rng: jax.Array | None = None
     ) -> jax.Array:
         """Applies dropout; ``rng`` overrides the module's RNG stream."""
-        deterministic, key = self._resolve(deterministic, rng)
-        return ops.dropout(
-            key,
+        return self._apply(
+            ops.dropout,
+            deterministic,
+            rng,
             inputs,
             self.rate,
             mode=self.mode,
             broadcast_dims=self.broadcast_dims,
-            deterministic=deterministic,
             impl=self.impl,
         )
 
@@ -77,26 +103,40 @@ class GaussianDropout(_Stochastic):
         self, inputs: ArrayLike, deterministic: bool | None = None, rng: jax.Array | None = None
     ) -> jax.Array:
         """Applies Gaussian dropout."""
-        deterministic, key = self._resolve(deterministic, rng)
-        return ops.gaussian_dropout(key, inputs, self.rate, deterministic=deterministic)
+        return self._apply(ops.gaussian_dropout, deterministic, rng, inputs, self.rate)
 
 
 class AlphaDropout(_Stochastic):
-    """Alpha dropout for SELU networks; see :func:`dropout_lab.alpha_dropout`."""
+    """Alpha dropout for SELU networks; see :func:`dropout_lab.alpha_dropout`.
+
+    Attributes:
+      rate: drop probability in [0, 1].
+      broadcast_dims: axes that share one mask; the spatial axes ``(1, 2)`` of
+        ``[N, H, W, C]`` give feature alpha dropout (PyTorch's ``FeatureAlphaDropout``).
+      deterministic: evaluation mode (may instead be passed to ``__call__``).
+      rng_collection: RNG stream the mask key comes from.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"``.
+    """
 
     rate: float | jax.Array
+    broadcast_dims: Sequence[int] = ()
     deterministic: bool | None = None
     rng_collection: str = "dropout"
-    impl: str = "fast"
+    impl: str = "exact"
 
     @nn.compact
     def __call__(
         self, inputs: ArrayLike, deterministic: bool | None = None, rng: jax.Array | None = None
     ) -> jax.Array:
         """Applies alpha dropout."""
-        deterministic, key = self._resolve(deterministic, rng)
-        return ops.alpha_dropout(
-            key, inputs, self.rate, deterministic=deterministic, impl=self.impl
+        return self._apply(
+            ops.alpha_dropout,
+            deterministic,
+            rng,
+            inputs,
+            self.rate,
+            broadcast_dims=self.broadcast_dims,
+            impl=self.impl,
         )
 
 
@@ -114,7 +154,7 @@ class DropConnectDense(_Stochastic):
     mode: str = "inverted"
     deterministic: bool | None = None
     rng_collection: str = "dropout"
-    impl: str = "fast"
+    impl: str = "exact"
     kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
     bias_init: Callable[..., Any] = nn.initializers.zeros_init()
     param_dtype: Any = jnp.float32
@@ -133,16 +173,16 @@ class DropConnectDense(_Stochastic):
             if self.use_bias
             else None
         )
-        deterministic, key = self._resolve(deterministic, rng)
-        return ops.dropconnect_dense(
-            key,
+        return self._apply(
+            ops.dropconnect_dense,
+            deterministic,
+            rng,
             inputs,
             kernel,
             bias,
             self.rate,
             per_example=self.per_example,
             mode=self.mode,
-            deterministic=deterministic,
             impl=self.impl,
         )
 
@@ -157,7 +197,7 @@ class ChannelDropout(_Stochastic):
       mode: ``"inverted"`` or ``"classic"``.
       deterministic: evaluation mode (may instead be passed to ``__call__``).
       rng_collection: RNG stream the mask key comes from.
-      impl: ``"fast"`` or ``"bernoulli"``.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"``.
     """
 
     rate: float | jax.Array
@@ -166,22 +206,22 @@ class ChannelDropout(_Stochastic):
     mode: str = "inverted"
     deterministic: bool | None = None
     rng_collection: str = "dropout"
-    impl: str = "fast"
+    impl: str = "exact"
 
     @nn.compact
     def __call__(
         self, inputs: ArrayLike, deterministic: bool | None = None, rng: jax.Array | None = None
     ) -> jax.Array:
         """Applies channel dropout."""
-        deterministic, key = self._resolve(deterministic, rng)
-        return ops.channel_dropout(
-            key,
+        return self._apply(
+            ops.channel_dropout,
+            deterministic,
+            rng,
             inputs,
             self.rate,
             channel_axis=self.channel_axis,
             batch_axis=self.batch_axis,
             mode=self.mode,
-            deterministic=deterministic,
             impl=self.impl,
         )
 
@@ -214,9 +254,10 @@ class DropBlock(_Stochastic):
         self, inputs: ArrayLike, deterministic: bool | None = None, rng: jax.Array | None = None
     ) -> jax.Array:
         """Applies DropBlock."""
-        deterministic, key = self._resolve(deterministic, rng)
-        return ops.dropblock(
-            key,
+        return self._apply(
+            ops.dropblock,
+            deterministic,
+            rng,
             inputs,
             self.rate,
             block_size=self.block_size,
@@ -224,7 +265,6 @@ class DropBlock(_Stochastic):
             batch_axis=self.batch_axis,
             broadcast_dims=self.broadcast_dims,
             seed_rate=self.seed_rate,
-            deterministic=deterministic,
         )
 
 
@@ -236,23 +276,22 @@ class DropPath(_Stochastic):
       mode: ``"row"`` (per example) or ``"batch"``.
       deterministic: evaluation mode (may instead be passed to ``__call__``).
       rng_collection: RNG stream the mask key comes from.
-      impl: ``"fast"`` or ``"bernoulli"``.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"``.
     """
 
     rate: float | jax.Array
     mode: str = "row"
     deterministic: bool | None = None
     rng_collection: str = "dropout"
-    impl: str = "fast"
+    impl: str = "exact"
 
     @nn.compact
     def __call__(
         self, inputs: ArrayLike, deterministic: bool | None = None, rng: jax.Array | None = None
     ) -> jax.Array:
         """Applies drop path to the branch output ``inputs [batch, ...]``."""
-        deterministic, key = self._resolve(deterministic, rng)
-        return ops.drop_path(
-            key, inputs, self.rate, mode=self.mode, deterministic=deterministic, impl=self.impl
+        return self._apply(
+            ops.drop_path, deterministic, rng, inputs, self.rate, mode=self.mode, impl=self.impl
         )
 
 
@@ -265,7 +304,7 @@ class LockedDropout(_Stochastic):
       mode: ``"inverted"`` or ``"classic"``.
       deterministic: evaluation mode (may instead be passed to ``__call__``).
       rng_collection: RNG stream the mask key comes from.
-      impl: ``"fast"`` or ``"bernoulli"``.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"``.
     """
 
     rate: float | jax.Array
@@ -273,21 +312,21 @@ class LockedDropout(_Stochastic):
     mode: str = "inverted"
     deterministic: bool | None = None
     rng_collection: str = "dropout"
-    impl: str = "fast"
+    impl: str = "exact"
 
     @nn.compact
     def __call__(
         self, inputs: ArrayLike, deterministic: bool | None = None, rng: jax.Array | None = None
     ) -> jax.Array:
         """Applies locked dropout."""
-        deterministic, key = self._resolve(deterministic, rng)
-        return ops.locked_dropout(
-            key,
+        return self._apply(
+            ops.locked_dropout,
+            deterministic,
+            rng,
             inputs,
             self.rate,
             time_axis=self.time_axis,
             mode=self.mode,
-            deterministic=deterministic,
             impl=self.impl,
         )
 
@@ -303,27 +342,27 @@ class EmbeddingDropout(_Stochastic):
       feature_axis: the axis of the vector components.
       deterministic: evaluation mode (may instead be passed to ``__call__``).
       rng_collection: RNG stream the mask key comes from.
-      impl: ``"fast"`` or ``"bernoulli"``.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"``.
     """
 
     rate: float | jax.Array
     feature_axis: int = -1
     deterministic: bool | None = None
     rng_collection: str = "dropout"
-    impl: str = "fast"
+    impl: str = "exact"
 
     @nn.compact
     def __call__(
         self, inputs: ArrayLike, deterministic: bool | None = None, rng: jax.Array | None = None
     ) -> jax.Array:
         """Applies embedding dropout."""
-        deterministic, key = self._resolve(deterministic, rng)
-        return ops.embedding_dropout(
-            key,
+        return self._apply(
+            ops.embedding_dropout,
+            deterministic,
+            rng,
             inputs,
             self.rate,
             feature_axis=self.feature_axis,
-            deterministic=deterministic,
             impl=self.impl,
         )
 
@@ -335,13 +374,13 @@ class Zoneout(_Stochastic):
       rate: probability of keeping the previous value of a unit.
       deterministic: evaluation mode (may instead be passed to ``__call__``).
       rng_collection: RNG stream the mask key comes from.
-      impl: ``"fast"`` or ``"bernoulli"``.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"``.
     """
 
     rate: float | jax.Array
     deterministic: bool | None = None
     rng_collection: str = "dropout"
-    impl: str = "fast"
+    impl: str = "exact"
 
     @nn.compact
     def __call__(
@@ -352,9 +391,8 @@ class Zoneout(_Stochastic):
         rng: jax.Array | None = None,
     ) -> jax.Array:
         """Returns the zoned-out state from ``h_prev`` and the candidate ``h_new``."""
-        deterministic, key = self._resolve(deterministic, rng)
-        return ops.zoneout(
-            key, h_prev, h_new, self.rate, deterministic=deterministic, impl=self.impl
+        return self._apply(
+            ops.zoneout, deterministic, rng, h_prev, h_new, self.rate, impl=self.impl
         )
 
 
@@ -369,23 +407,22 @@ class WeightDrop(_Stochastic):
       mode: ``"inverted"`` or ``"classic"``.
       deterministic: evaluation mode (may instead be passed to ``__call__``).
       rng_collection: RNG stream the mask key comes from.
-      impl: ``"fast"`` or ``"bernoulli"``.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"``.
     """
 
     rate: float | jax.Array
     mode: str = "inverted"
     deterministic: bool | None = None
     rng_collection: str = "dropout"
-    impl: str = "fast"
+    impl: str = "exact"
 
     @nn.compact
     def __call__(
         self, weights: Any, deterministic: bool | None = None, rng: jax.Array | None = None
     ) -> Any:
         """Returns the masked weights."""
-        deterministic, key = self._resolve(deterministic, rng)
-        return ops.weight_drop(
-            key, weights, self.rate, mode=self.mode, deterministic=deterministic, impl=self.impl
+        return self._apply(
+            ops.weight_drop, deterministic, rng, weights, self.rate, mode=self.mode, impl=self.impl
         )
 
 
@@ -399,7 +436,7 @@ class DropEdge(_Stochastic):
       normalize: return GCN-normalized weights and self-loop weights.
       deterministic: evaluation mode (may instead be passed to ``__call__``).
       rng_collection: RNG stream the mask key comes from.
-      impl: ``"fast"`` or ``"bernoulli"``.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"``.
     """
 
     rate: float | jax.Array
@@ -408,7 +445,7 @@ class DropEdge(_Stochastic):
     normalize: bool = False
     deterministic: bool | None = None
     rng_collection: str = "dropout"
-    impl: str = "fast"
+    impl: str = "exact"
 
     @nn.compact
     def __call__(
@@ -419,16 +456,16 @@ class DropEdge(_Stochastic):
         rng: jax.Array | None = None,
     ) -> ops.EdgeDrop:
         """Returns the :class:`dropout_lab.EdgeDrop` of ``edge_index [2, num_edges]``."""
-        deterministic, key = self._resolve(deterministic, rng)
-        return ops.drop_edge(
-            key,
+        return self._apply(
+            ops.drop_edge,
+            deterministic,
+            rng,
             edge_index,
             self.rate,
             edge_weight=edge_weight,
             num_nodes=self.num_nodes,
             undirected=self.undirected,
             normalize=self.normalize,
-            deterministic=deterministic,
             impl=self.impl,
         )
 
@@ -441,14 +478,14 @@ class DropNode(_Stochastic):
       rescale: scale kept rows by ``1 / (1 - rate)``.
       deterministic: evaluation mode (may instead be passed to ``__call__``).
       rng_collection: RNG stream the mask key comes from.
-      impl: ``"fast"`` or ``"bernoulli"``.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"``.
     """
 
     rate: float | jax.Array
     rescale: bool = True
     deterministic: bool | None = None
     rng_collection: str = "dropout"
-    impl: str = "fast"
+    impl: str = "exact"
 
     @nn.compact
     def __call__(
@@ -459,14 +496,14 @@ class DropNode(_Stochastic):
         rng: jax.Array | None = None,
     ) -> ops.NodeDrop:
         """Returns the :class:`dropout_lab.NodeDrop` of ``inputs [num_nodes, ...]``."""
-        deterministic, key = self._resolve(deterministic, rng)
-        return ops.drop_node(
-            key,
+        return self._apply(
+            ops.drop_node,
+            deterministic,
+            rng,
             inputs,
             self.rate,
             edge_index=edge_index,
             rescale=self.rescale,
-            deterministic=deterministic,
             impl=self.impl,
         )
 
@@ -476,10 +513,12 @@ class ConcreteDropout(_Stochastic):
 
     The rate is ``sigmoid(rate_logit)`` with ``rate_logit`` a parameter initialized at
     ``logit(init_rate)``. Add :meth:`regularizer` (with the weights of the layer that
-    follows) to the loss, as in the paper; :meth:`rate` reads the current rate.
+    follows) to the loss, as in the paper; the property :attr:`rate` reads the current
+    rate of a bound module.
 
     Attributes:
-      init_rate: initial drop rate in (0, 1) (the paper uses 0.1).
+      init_rate: initial drop rate in (0, 1) (the paper uses 0.1); checked at
+        construction, as in :class:`dropout_lab.nnx.ConcreteDropout`.
       temperature: relaxation temperature (the paper uses 0.1).
       deterministic: evaluation mode (may instead be passed to ``__call__``).
       rng_collection: RNG stream the mask key comes from.
@@ -492,6 +531,10 @@ class ConcreteDropout(_Stochastic):
     rng_collection: str = "dropout"
     param_dtype: Any = jnp.float32
 
+    def __post_init__(self) -> None:
+        _wrappers.check_init_rate(self.init_rate)
+        super().__post_init__()
+
     @nn.compact
     def __call__(
         self, inputs: ArrayLike, deterministic: bool | None = None, rng: jax.Array | None = None
@@ -501,17 +544,21 @@ class ConcreteDropout(_Stochastic):
             "rate_logit",
             lambda _: jnp.asarray(jax.scipy.special.logit(self.init_rate), self.param_dtype),
         )
-        deterministic, key = self._resolve(deterministic, rng)
-        return ops.concrete_dropout(
-            key,
+        return self._apply(
+            ops.concrete_dropout,
+            deterministic,
+            rng,
             inputs,
             jax.nn.sigmoid(rate_logit),
             temperature=self.temperature,
-            deterministic=deterministic,
         )
 
+    @property
     def rate(self) -> jax.Array:
-        """The current drop rate ``sigmoid(rate_logit)``."""
+        """The current drop rate ``sigmoid(rate_logit)``.
+
+        A property, in linen as in NNX: ``layer.rate`` reads the rate of any module here.
+        """
         return jax.nn.sigmoid(self.variables["params"]["rate_logit"])
 
     def regularizer(
@@ -525,7 +572,7 @@ class ConcreteDropout(_Stochastic):
         """:func:`dropout_lab.concrete_dropout_regularizer` at the current rate."""
         return ops.concrete_dropout_regularizer(
             weights,
-            self.rate(),
+            self.rate,
             input_dim=input_dim,
             weight_regularizer=weight_regularizer,
             dropout_regularizer=dropout_regularizer,
@@ -578,14 +625,14 @@ class VariationalDense(_Stochastic):
             if self.use_bias
             else None
         )
-        deterministic, key = self._resolve(deterministic, rng)
-        return ops.variational_dense(
-            key,
+        return self._apply(
+            ops.variational_dense,
+            deterministic,
+            rng,
             inputs,
             kernel,
             log_sigma2,
             bias,
-            deterministic=deterministic,
             threshold=self.threshold,
         )
 

@@ -2,12 +2,15 @@
 
 They keep NNX's conventions: the constructor stores a forked ``RngStream`` (or none),
 ``__call__`` takes ``deterministic`` and ``rngs`` overrides, and ``set_view`` makes
-``model.train()`` / ``model.eval()`` / ``nnx.view`` switch them.
+``model.train()`` / ``model.eval()`` / ``nnx.view`` switch them. As ``flax.nnx.Dropout``,
+evaluation mode and a concrete rate 0 (and, where every unit is then dropped, rate 1)
+need no ``rngs`` and leave the RNG count alone; the error messages contain Flax's. A
+traced rate always draws a key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -17,7 +20,7 @@ from flax.nnx import rnglib
 from flax.nnx.module import first_from
 from jax.typing import ArrayLike
 
-from dropout_lab import ops
+from dropout_lab import _wrappers, ops
 
 RngsLike = rnglib.Rngs | rnglib.RngStream | jax.Array | None
 
@@ -35,35 +38,35 @@ class _Stochastic(nnx.Module):
         elif rngs is None:
             self.rngs = nnx.data(None)
         else:
-            raise TypeError(f"rngs must be an nnx.Rngs, an RngStream or None, got {type(rngs)}.")
+            raise TypeError(f"rngs must be a Rngs, RngStream or None, but got {type(rngs)}.")
 
-    def _resolve(self, deterministic: bool | None, rngs: RngsLike) -> tuple[bool, jax.Array | None]:
-        name = type(self).__name__
+    def _apply(
+        self,
+        op: Callable[..., Any],
+        deterministic: bool | None,
+        rngs: RngsLike,
+        *args: Any,
+        **options: Any,
+    ) -> Any:
+        """``op(key, *args, deterministic=..., **options)`` as ``flax.nnx.Dropout`` decides.
+
+        ``deterministic`` first (Flax's error if given nowhere), then the keyless cases of
+        :func:`dropout_lab._wrappers.call_op`, then a key from ``rngs`` or the stream.
+        """
         deterministic = first_from(
-            deterministic,
-            self.deterministic,
-            error_msg=(
-                f"No `deterministic` was given to {name}: pass it to the constructor or the "
-                "call, or use model.train() / model.eval() / nnx.view(model, deterministic=...)."
-            ),
+            deterministic, self.deterministic, error_msg=_wrappers.no_deterministic_message(self)
         )
-        if deterministic:
-            return True, None
-        rngs = first_from(
-            rngs,
-            self.rngs,
-            error_msg=(
-                f"{name} is not deterministic but has no rngs: pass rngs=nnx.Rngs(dropout=0) "
-                "to the constructor, or rngs=... (a key or Rngs) to the call."
-            ),
-        )
+        return _wrappers.call_op(op, deterministic, lambda: self._draw_key(rngs), args, options)
+
+    def _draw_key(self, rngs: RngsLike) -> jax.Array:
+        rngs = first_from(rngs, self.rngs, error_msg=_wrappers.no_rngs_message(self))
         if isinstance(rngs, rnglib.Rngs):
-            return False, rngs[self.rng_collection]()
+            return rngs[self.rng_collection]()
         if isinstance(rngs, rnglib.RngStream):
-            return False, rngs()
+            return rngs()
         if isinstance(rngs, jax.Array):
-            return False, rngs
-        raise TypeError(f"rngs must be an nnx.Rngs, an RngStream or a key, got {type(rngs)}.")
+            return rngs
+        raise TypeError(f"rngs must be a Rngs, RngStream or jax.Array, but got {type(rngs)}.")
 
     def set_view(self, deterministic: bool | None = None) -> None:
         """Used by ``nnx.view`` (and so ``train()`` / ``eval()``)."""
@@ -78,11 +81,11 @@ class Dropout(_Stochastic):
 
     Args:
       rate: drop probability in [0, 1].
-      mode: ``"inverted"`` (Flax's behaviour) or ``"classic"``.
       broadcast_dims: axes that share one mask.
       deterministic: evaluation mode; ``train()`` / ``eval()`` switch it.
       rng_collection: name of the RNG stream taken from ``rngs``.
-      impl: ``"fast"`` or ``"bernoulli"`` (Flax's exact masks).
+      mode: ``"inverted"`` (Flax's behaviour) or ``"classic"``.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"`` (Flax's masks).
       rngs: ``nnx.Rngs`` or ``RngStream`` to draw mask keys from.
     """
 
@@ -90,16 +93,16 @@ class Dropout(_Stochastic):
         self,
         rate: float | jax.Array,
         *,
-        mode: str = "inverted",
         broadcast_dims: Sequence[int] = (),
         deterministic: bool | None = False,
         rng_collection: str = "dropout",
-        impl: str = "fast",
+        mode: str = "inverted",
+        impl: str = "exact",
         rngs: rnglib.Rngs | rnglib.RngStream | None = None,
     ):
         self.rate = rate
         self.mode = mode
-        self.broadcast_dims = tuple(broadcast_dims)
+        self.broadcast_dims = _wrappers.static_axes(broadcast_dims)
         self.impl = impl
         self._init_rngs(deterministic, rng_collection, rngs)
 
@@ -107,14 +110,14 @@ class Dropout(_Stochastic):
         self, inputs: ArrayLike, *, deterministic: bool | None = None, rngs: RngsLike = None
     ) -> jax.Array:
         """Applies dropout; call-time ``deterministic``/``rngs`` take precedence."""
-        deterministic, key = self._resolve(deterministic, rngs)
-        return ops.dropout(
-            key,
+        return self._apply(
+            ops.dropout,
+            deterministic,
+            rngs,
             inputs,
             self.rate,
             mode=self.mode,
             broadcast_dims=self.broadcast_dims,
-            deterministic=deterministic,
             impl=self.impl,
         )
 
@@ -137,23 +140,34 @@ class GaussianDropout(_Stochastic):
         self, inputs: ArrayLike, *, deterministic: bool | None = None, rngs: RngsLike = None
     ) -> jax.Array:
         """Applies Gaussian dropout."""
-        deterministic, key = self._resolve(deterministic, rngs)
-        return ops.gaussian_dropout(key, inputs, self.rate, deterministic=deterministic)
+        return self._apply(ops.gaussian_dropout, deterministic, rngs, inputs, self.rate)
 
 
 class AlphaDropout(_Stochastic):
-    """Alpha dropout for SELU networks; see :func:`dropout_lab.alpha_dropout`."""
+    """Alpha dropout for SELU networks; see :func:`dropout_lab.alpha_dropout`.
+
+    Args:
+      rate: drop probability in [0, 1].
+      broadcast_dims: axes that share one mask; the spatial axes ``(1, 2)`` of
+        ``[N, H, W, C]`` give feature alpha dropout (PyTorch's ``FeatureAlphaDropout``).
+      deterministic: evaluation mode; ``train()`` / ``eval()`` switch it.
+      rng_collection: name of the RNG stream taken from ``rngs``.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"``.
+      rngs: ``nnx.Rngs`` or ``RngStream`` to draw mask keys from.
+    """
 
     def __init__(
         self,
         rate: float | jax.Array,
         *,
+        broadcast_dims: Sequence[int] = (),
         deterministic: bool | None = False,
         rng_collection: str = "dropout",
-        impl: str = "fast",
+        impl: str = "exact",
         rngs: rnglib.Rngs | rnglib.RngStream | None = None,
     ):
         self.rate = rate
+        self.broadcast_dims = _wrappers.static_axes(broadcast_dims)
         self.impl = impl
         self._init_rngs(deterministic, rng_collection, rngs)
 
@@ -161,9 +175,14 @@ class AlphaDropout(_Stochastic):
         self, inputs: ArrayLike, *, deterministic: bool | None = None, rngs: RngsLike = None
     ) -> jax.Array:
         """Applies alpha dropout."""
-        deterministic, key = self._resolve(deterministic, rngs)
-        return ops.alpha_dropout(
-            key, inputs, self.rate, deterministic=deterministic, impl=self.impl
+        return self._apply(
+            ops.alpha_dropout,
+            deterministic,
+            rngs,
+            inputs,
+            self.rate,
+            broadcast_dims=self.broadcast_dims,
+            impl=self.impl,
         )
 
 
@@ -185,7 +204,7 @@ class DropConnectLinear(_Stochastic):
         mode: str = "inverted",
         deterministic: bool | None = False,
         rng_collection: str = "dropout",
-        impl: str = "fast",
+        impl: str = "exact",
         kernel_init: nnx.Initializer = nnx.initializers.lecun_normal(),
         bias_init: nnx.Initializer = nnx.initializers.zeros_init(),
         param_dtype: jnp.dtype = jnp.float32,
@@ -209,17 +228,17 @@ class DropConnectLinear(_Stochastic):
         self, inputs: ArrayLike, *, deterministic: bool | None = None, rngs: RngsLike = None
     ) -> jax.Array:
         """Applies the masked linear layer to ``inputs [..., in_features]``."""
-        deterministic, key = self._resolve(deterministic, rngs)
         bias = None if self.bias is None else self.bias[...]
-        return ops.dropconnect_dense(
-            key,
+        return self._apply(
+            ops.dropconnect_dense,
+            deterministic,
+            rngs,
             inputs,
             self.kernel[...],
             bias,
             self.rate,
             per_example=self.per_example,
             mode=self.mode,
-            deterministic=deterministic,
             impl=self.impl,
         )
 
@@ -234,7 +253,7 @@ class ChannelDropout(_Stochastic):
       mode: ``"inverted"`` or ``"classic"``.
       deterministic: evaluation mode; ``train()`` / ``eval()`` switch it.
       rng_collection: name of the RNG stream taken from ``rngs``.
-      impl: ``"fast"`` or ``"bernoulli"``.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"``.
       rngs: ``nnx.Rngs`` or ``RngStream`` to draw mask keys from.
     """
 
@@ -247,7 +266,7 @@ class ChannelDropout(_Stochastic):
         mode: str = "inverted",
         deterministic: bool | None = False,
         rng_collection: str = "dropout",
-        impl: str = "fast",
+        impl: str = "exact",
         rngs: rnglib.Rngs | rnglib.RngStream | None = None,
     ):
         self.rate = rate
@@ -261,15 +280,15 @@ class ChannelDropout(_Stochastic):
         self, inputs: ArrayLike, *, deterministic: bool | None = None, rngs: RngsLike = None
     ) -> jax.Array:
         """Applies channel dropout."""
-        deterministic, key = self._resolve(deterministic, rngs)
-        return ops.channel_dropout(
-            key,
+        return self._apply(
+            ops.channel_dropout,
+            deterministic,
+            rngs,
             inputs,
             self.rate,
             channel_axis=self.channel_axis,
             batch_axis=self.batch_axis,
             mode=self.mode,
-            deterministic=deterministic,
             impl=self.impl,
         )
 
@@ -306,7 +325,7 @@ class DropBlock(_Stochastic):
         self.block_size = block_size if isinstance(block_size, int) else tuple(block_size)
         self.channel_axis = channel_axis
         self.batch_axis = batch_axis
-        self.broadcast_dims = tuple(broadcast_dims)
+        self.broadcast_dims = _wrappers.static_axes(broadcast_dims)
         self.seed_rate = seed_rate
         self._init_rngs(deterministic, rng_collection, rngs)
 
@@ -314,9 +333,10 @@ class DropBlock(_Stochastic):
         self, inputs: ArrayLike, *, deterministic: bool | None = None, rngs: RngsLike = None
     ) -> jax.Array:
         """Applies DropBlock."""
-        deterministic, key = self._resolve(deterministic, rngs)
-        return ops.dropblock(
-            key,
+        return self._apply(
+            ops.dropblock,
+            deterministic,
+            rngs,
             inputs,
             self.rate,
             block_size=self.block_size,
@@ -324,7 +344,6 @@ class DropBlock(_Stochastic):
             batch_axis=self.batch_axis,
             broadcast_dims=self.broadcast_dims,
             seed_rate=self.seed_rate,
-            deterministic=deterministic,
         )
 
 
@@ -336,7 +355,7 @@ class DropPath(_Stochastic):
       mode: ``"row"`` (per example) or ``"batch"``.
       deterministic: evaluation mode; ``train()`` / ``eval()`` switch it.
       rng_collection: name of the RNG stream taken from ``rngs``.
-      impl: ``"fast"`` or ``"bernoulli"``.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"``.
       rngs: ``nnx.Rngs`` or ``RngStream`` to draw mask keys from.
     """
 
@@ -347,7 +366,7 @@ class DropPath(_Stochastic):
         mode: str = "row",
         deterministic: bool | None = False,
         rng_collection: str = "dropout",
-        impl: str = "fast",
+        impl: str = "exact",
         rngs: rnglib.Rngs | rnglib.RngStream | None = None,
     ):
         self.rate = rate
@@ -359,9 +378,8 @@ class DropPath(_Stochastic):
         self, inputs: ArrayLike, *, deterministic: bool | None = None, rngs: RngsLike = None
     ) -> jax.Array:
         """Applies drop path to the branch output ``inputs [batch, ...]``."""
-        deterministic, key = self._resolve(deterministic, rngs)
-        return ops.drop_path(
-            key, inputs, self.rate, mode=self.mode, deterministic=deterministic, impl=self.impl
+        return self._apply(
+            ops.drop_path, deterministic, rngs, inputs, self.rate, mode=self.mode, impl=self.impl
         )
 
 
@@ -374,7 +392,7 @@ class LockedDropout(_Stochastic):
       mode: ``"inverted"`` or ``"classic"``.
       deterministic: evaluation mode; ``train()`` / ``eval()`` switch it.
       rng_collection: name of the RNG stream taken from ``rngs``.
-      impl: ``"fast"`` or ``"bernoulli"``.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"``.
       rngs: ``nnx.Rngs`` or ``RngStream`` to draw mask keys from.
     """
 
@@ -386,7 +404,7 @@ class LockedDropout(_Stochastic):
         mode: str = "inverted",
         deterministic: bool | None = False,
         rng_collection: str = "dropout",
-        impl: str = "fast",
+        impl: str = "exact",
         rngs: rnglib.Rngs | rnglib.RngStream | None = None,
     ):
         self.rate = rate
@@ -399,14 +417,14 @@ class LockedDropout(_Stochastic):
         self, inputs: ArrayLike, *, deterministic: bool | None = None, rngs: RngsLike = None
     ) -> jax.Array:
         """Applies locked dropout."""
-        deterministic, key = self._resolve(deterministic, rngs)
-        return ops.locked_dropout(
-            key,
+        return self._apply(
+            ops.locked_dropout,
+            deterministic,
+            rngs,
             inputs,
             self.rate,
             time_axis=self.time_axis,
             mode=self.mode,
-            deterministic=deterministic,
             impl=self.impl,
         )
 
@@ -419,7 +437,7 @@ class EmbeddingDropout(_Stochastic):
       feature_axis: the axis of the vector components.
       deterministic: evaluation mode; ``train()`` / ``eval()`` switch it.
       rng_collection: name of the RNG stream taken from ``rngs``.
-      impl: ``"fast"`` or ``"bernoulli"``.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"``.
       rngs: ``nnx.Rngs`` or ``RngStream`` to draw mask keys from.
     """
 
@@ -430,7 +448,7 @@ class EmbeddingDropout(_Stochastic):
         feature_axis: int = -1,
         deterministic: bool | None = False,
         rng_collection: str = "dropout",
-        impl: str = "fast",
+        impl: str = "exact",
         rngs: rnglib.Rngs | rnglib.RngStream | None = None,
     ):
         self.rate = rate
@@ -442,13 +460,13 @@ class EmbeddingDropout(_Stochastic):
         self, inputs: ArrayLike, *, deterministic: bool | None = None, rngs: RngsLike = None
     ) -> jax.Array:
         """Applies embedding dropout (to a table or to looked-up vectors)."""
-        deterministic, key = self._resolve(deterministic, rngs)
-        return ops.embedding_dropout(
-            key,
+        return self._apply(
+            ops.embedding_dropout,
+            deterministic,
+            rngs,
             inputs,
             self.rate,
             feature_axis=self.feature_axis,
-            deterministic=deterministic,
             impl=self.impl,
         )
 
@@ -460,7 +478,7 @@ class Zoneout(_Stochastic):
       rate: probability of keeping the previous value of a unit.
       deterministic: evaluation mode; ``train()`` / ``eval()`` switch it.
       rng_collection: name of the RNG stream taken from ``rngs``.
-      impl: ``"fast"`` or ``"bernoulli"``.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"``.
       rngs: ``nnx.Rngs`` or ``RngStream`` to draw mask keys from.
     """
 
@@ -470,7 +488,7 @@ class Zoneout(_Stochastic):
         *,
         deterministic: bool | None = False,
         rng_collection: str = "dropout",
-        impl: str = "fast",
+        impl: str = "exact",
         rngs: rnglib.Rngs | rnglib.RngStream | None = None,
     ):
         self.rate = rate
@@ -486,9 +504,8 @@ class Zoneout(_Stochastic):
         rngs: RngsLike = None,
     ) -> jax.Array:
         """Returns the zoned-out state from ``h_prev`` and the candidate ``h_new``."""
-        deterministic, key = self._resolve(deterministic, rngs)
-        return ops.zoneout(
-            key, h_prev, h_new, self.rate, deterministic=deterministic, impl=self.impl
+        return self._apply(
+            ops.zoneout, deterministic, rngs, h_prev, h_new, self.rate, impl=self.impl
         )
 
 
@@ -500,7 +517,7 @@ class WeightDrop(_Stochastic):
       mode: ``"inverted"`` or ``"classic"``.
       deterministic: evaluation mode; ``train()`` / ``eval()`` switch it.
       rng_collection: name of the RNG stream taken from ``rngs``.
-      impl: ``"fast"`` or ``"bernoulli"``.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"``.
       rngs: ``nnx.Rngs`` or ``RngStream`` to draw mask keys from.
     """
 
@@ -511,7 +528,7 @@ class WeightDrop(_Stochastic):
         mode: str = "inverted",
         deterministic: bool | None = False,
         rng_collection: str = "dropout",
-        impl: str = "fast",
+        impl: str = "exact",
         rngs: rnglib.Rngs | rnglib.RngStream | None = None,
     ):
         self.rate = rate
@@ -523,9 +540,8 @@ class WeightDrop(_Stochastic):
         self, weights: Any, *, deterministic: bool | None = None, rngs: RngsLike = None
     ) -> Any:
         """Returns the masked weights (call once per sequence, before the time loop)."""
-        deterministic, key = self._resolve(deterministic, rngs)
-        return ops.weight_drop(
-            key, weights, self.rate, mode=self.mode, deterministic=deterministic, impl=self.impl
+        return self._apply(
+            ops.weight_drop, deterministic, rngs, weights, self.rate, mode=self.mode, impl=self.impl
         )
 
 
@@ -539,7 +555,7 @@ class DropEdge(_Stochastic):
       normalize: return GCN-normalized weights and self-loop weights.
       deterministic: evaluation mode; ``train()`` / ``eval()`` switch it.
       rng_collection: name of the RNG stream taken from ``rngs``.
-      impl: ``"fast"`` or ``"bernoulli"``.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"``.
       rngs: ``nnx.Rngs`` or ``RngStream`` to draw mask keys from.
     """
 
@@ -552,7 +568,7 @@ class DropEdge(_Stochastic):
         normalize: bool = False,
         deterministic: bool | None = False,
         rng_collection: str = "dropout",
-        impl: str = "fast",
+        impl: str = "exact",
         rngs: rnglib.Rngs | rnglib.RngStream | None = None,
     ):
         self.rate = rate
@@ -571,16 +587,16 @@ class DropEdge(_Stochastic):
         rngs: RngsLike = None,
     ) -> ops.EdgeDrop:
         """Returns the :class:`dropout_lab.EdgeDrop` of ``edge_index [2, num_edges]``."""
-        deterministic, key = self._resolve(deterministic, rngs)
-        return ops.drop_edge(
-            key,
+        return self._apply(
+            ops.drop_edge,
+            deterministic,
+            rngs,
             edge_index,
             self.rate,
             edge_weight=edge_weight,
             num_nodes=self.num_nodes,
             undirected=self.undirected,
             normalize=self.normalize,
-            deterministic=deterministic,
             impl=self.impl,
         )
 
@@ -593,7 +609,7 @@ class DropNode(_Stochastic):
       rescale: scale kept rows by ``1 / (1 - rate)``.
       deterministic: evaluation mode; ``train()`` / ``eval()`` switch it.
       rng_collection: name of the RNG stream taken from ``rngs``.
-      impl: ``"fast"`` or ``"bernoulli"``.
+      impl: ``"exact"`` (default), ``"fast"`` or ``"bernoulli"``.
       rngs: ``nnx.Rngs`` or ``RngStream`` to draw mask keys from.
     """
 
@@ -604,7 +620,7 @@ class DropNode(_Stochastic):
         rescale: bool = True,
         deterministic: bool | None = False,
         rng_collection: str = "dropout",
-        impl: str = "fast",
+        impl: str = "exact",
         rngs: rnglib.Rngs | rnglib.RngStream | None = None,
     ):
         self.rate = rate
@@ -621,14 +637,14 @@ class DropNode(_Stochastic):
         rngs: RngsLike = None,
     ) -> ops.NodeDrop:
         """Returns the :class:`dropout_lab.NodeDrop` of ``inputs [num_nodes, ...]``."""
-        deterministic, key = self._resolve(deterministic, rngs)
-        return ops.drop_node(
-            key,
+        return self._apply(
+            ops.drop_node,
+            deterministic,
+            rngs,
             inputs,
             self.rate,
             edge_index=edge_index,
             rescale=self.rescale,
-            deterministic=deterministic,
             impl=self.impl,
         )
 
@@ -638,7 +654,8 @@ class ConcreteDropout(_Stochastic):
 
     The rate is ``sigmoid(rate_logit)``, ``rate_logit`` an ``nnx.Param`` initialized at
     ``logit(init_rate)``. Add :meth:`regularizer` (with the weights of the layer that
-    follows) to the loss, as in the paper.
+    follows) to the loss, as in the paper; the property :attr:`rate` reads the current
+    rate.
 
     Args:
       init_rate: initial drop rate in (0, 1) (the paper uses 0.1).
@@ -659,24 +676,30 @@ class ConcreteDropout(_Stochastic):
         param_dtype: jnp.dtype = jnp.float32,
         rngs: rnglib.Rngs | rnglib.RngStream | None = None,
     ):
-        if not 0 < init_rate < 1:
-            raise ValueError(f"init_rate={init_rate!r} must be in (0, 1).")
+        _wrappers.check_init_rate(init_rate)
         self.rate_logit = nnx.Param(jnp.asarray(jax.scipy.special.logit(init_rate), param_dtype))
         self.temperature = temperature
         self._init_rngs(deterministic, rng_collection, rngs)
 
     @property
     def rate(self) -> jax.Array:
-        """The current drop rate ``sigmoid(rate_logit)``."""
+        """The current drop rate ``sigmoid(rate_logit)``.
+
+        A property, in NNX as in linen: ``layer.rate`` reads the rate of any module here.
+        """
         return jax.nn.sigmoid(self.rate_logit[...])
 
     def __call__(
         self, inputs: ArrayLike, *, deterministic: bool | None = None, rngs: RngsLike = None
     ) -> jax.Array:
         """Applies concrete dropout at the learned rate."""
-        deterministic, key = self._resolve(deterministic, rngs)
-        return ops.concrete_dropout(
-            key, inputs, self.rate, temperature=self.temperature, deterministic=deterministic
+        return self._apply(
+            ops.concrete_dropout,
+            deterministic,
+            rngs,
+            inputs,
+            self.rate,
+            temperature=self.temperature,
         )
 
     def regularizer(
@@ -749,15 +772,15 @@ class VariationalLinear(_Stochastic):
         self, inputs: ArrayLike, *, deterministic: bool | None = None, rngs: RngsLike = None
     ) -> jax.Array:
         """Applies the layer to ``inputs [..., in_features]``."""
-        deterministic, key = self._resolve(deterministic, rngs)
         bias = None if self.bias is None else self.bias[...]
-        return ops.variational_dense(
-            key,
+        return self._apply(
+            ops.variational_dense,
+            deterministic,
+            rngs,
             inputs,
             self.kernel[...],
             self.log_sigma2[...],
             bias,
-            deterministic=deterministic,
             threshold=self.threshold,
         )
 

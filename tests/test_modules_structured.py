@@ -16,32 +16,47 @@ X4 = jax.random.normal(jax.random.key(1), (2, 6, 6, 3)) + 5.0
 X3 = jax.random.normal(jax.random.key(1), (2, 5, 4)) + 5.0
 EDGES = jnp.array([[0, 1, 2, 3, 4, 0], [1, 2, 3, 4, 0, 2]])
 
-# (name, op(key, inputs) with the module's options, module kwargs, inputs tuple)
+# (name, op(key, *inputs, **kw) with the module's options, module kwargs, inputs tuple)
 CASES = [
-    ("ChannelDropout", lambda k, x: dl.channel_dropout(k, x, 0.5), {"rate": 0.5}, (X4,)),
+    (
+        "ChannelDropout",
+        lambda k, x, **kw: dl.channel_dropout(k, x, 0.5, **kw),
+        {"rate": 0.5},
+        (X4,),
+    ),
     (
         "DropBlock",
-        lambda k, x: dl.dropblock(k, x, 0.3, block_size=3),
+        lambda k, x, **kw: dl.dropblock(k, x, 0.3, block_size=3, **kw),
         {"rate": 0.3, "block_size": 3},
         (X4,),
     ),
-    ("DropPath", lambda k, x: dl.drop_path(k, x, 0.5), {"rate": 0.5}, (X4,)),
-    ("LockedDropout", lambda k, x: dl.locked_dropout(k, x, 0.5), {"rate": 0.5}, (X3,)),
-    ("EmbeddingDropout", lambda k, x: dl.embedding_dropout(k, x, 0.5), {"rate": 0.5}, (X3,)),
+    ("DropPath", lambda k, x, **kw: dl.drop_path(k, x, 0.5, **kw), {"rate": 0.5}, (X4,)),
+    ("LockedDropout", lambda k, x, **kw: dl.locked_dropout(k, x, 0.5, **kw), {"rate": 0.5}, (X3,)),
+    (
+        "EmbeddingDropout",
+        lambda k, x, **kw: dl.embedding_dropout(k, x, 0.5, **kw),
+        {"rate": 0.5},
+        (X3,),
+    ),
     (
         "Zoneout",
-        lambda k, a, b: dl.zoneout(k, a, b, 0.5),
+        lambda k, a, b, **kw: dl.zoneout(k, a, b, 0.5, **kw),
         {"rate": 0.5},
         (X3, -X3),
     ),
-    ("WeightDrop", lambda k, w: dl.weight_drop(k, w, 0.5), {"rate": 0.5}, ({"hh": X3},)),
+    (
+        "WeightDrop",
+        lambda k, w, **kw: dl.weight_drop(k, w, 0.5, **kw),
+        {"rate": 0.5},
+        ({"hh": X3},),
+    ),
     (
         "DropEdge",
-        lambda k, e: dl.drop_edge(k, e, 0.5, num_nodes=5, normalize=True),
+        lambda k, e, **kw: dl.drop_edge(k, e, 0.5, num_nodes=5, normalize=True, **kw),
         {"rate": 0.5, "num_nodes": 5, "normalize": True},
         (EDGES,),
     ),
-    ("DropNode", lambda k, x: dl.drop_node(k, x, 0.5), {"rate": 0.5}, (X3[0],)),
+    ("DropNode", lambda k, x, **kw: dl.drop_node(k, x, 0.5, **kw), {"rate": 0.5}, (X3[0],)),
 ]
 
 
@@ -58,10 +73,11 @@ def test_linen_module_matches_op(name, op, kwargs, inputs):
     assert_trees_equal(module.apply({}, *inputs, deterministic=False, rng=KEY), op(KEY, *inputs))
     out = module.apply({}, *inputs, deterministic=False, rngs={"dropout": KEY})
     assert jax.tree.structure(out) == jax.tree.structure(op(KEY, *inputs))
-    # Evaluation: the op's deterministic output.
-    evaluated = module.apply({}, *inputs, deterministic=True)
-    expected = getattr(dln, name)(**kwargs, deterministic=True).apply({}, *inputs)
-    assert_trees_equal(evaluated, expected)
+    # Evaluation: the op's own deterministic output, from the call and from the field.
+    expected = op(None, *inputs, deterministic=True)
+    assert_trees_equal(module.apply({}, *inputs, deterministic=True), expected)
+    fixed = getattr(dln, name)(**kwargs, deterministic=True)
+    assert_trees_equal(fixed.apply({}, *inputs), expected)
 
 
 @pytest.mark.parametrize("name,op,kwargs,inputs", CASES, ids=[c[0] for c in CASES])
@@ -72,10 +88,12 @@ def test_nnx_module_matches_op(name, op, kwargs, inputs):
     first, second = module(*inputs), module(*inputs)
     leaves = zip(jax.tree.leaves(first), jax.tree.leaves(second), strict=True)
     assert any(not np.array_equal(a, b) for a, b in leaves)
+    # Evaluation: the op's own deterministic output, from eval() and from the call.
+    expected = op(None, *inputs, deterministic=True)
     module.eval()
-    evaluated = module(*inputs)
+    assert_trees_equal(module(*inputs), expected)
     module.train()
-    assert_trees_equal(evaluated, module(*inputs, deterministic=True))
+    assert_trees_equal(module(*inputs, deterministic=True), expected)
 
 
 def test_linen_concrete_dropout_learns_through_its_regularizer():
@@ -86,7 +104,7 @@ def test_linen_concrete_dropout_learns_through_its_regularizer():
             dense = nn.Dense(2)
             y = dense(drop(x, deterministic))
             reg = drop.regularizer(dense.variables["params"], input_dim=x.shape[-1])
-            return y, reg, drop.rate()
+            return y, reg, drop.rate
 
     net = Net()
     x = jnp.ones((4, 3))
@@ -106,8 +124,10 @@ def test_linen_concrete_dropout_learns_through_its_regularizer():
     grads = jax.grad(loss)(variables["params"])
     g = float(grads["ConcreteDropout_0"]["rate_logit"])
     assert np.isfinite(g) and g != 0.0
+    # Evaluation: the dense layer applied to the op's deterministic output (x itself).
     y_eval, _, _ = net.apply(variables, x, True)
-    np.testing.assert_allclose(y_eval, net.apply(variables, x, True)[0])
+    expected = dl.concrete_dropout(None, x, 0.2, deterministic=True) @ kernel["kernel"]
+    np.testing.assert_allclose(y_eval, expected + kernel["bias"], rtol=1e-6)
 
 
 def test_nnx_concrete_dropout():
