@@ -19,7 +19,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check dropout_lab experiments tests benchmarks
-	$(PY) -m mypy dropout_lab
+	$(PY) -m mypy
 	$(PY) -m pytest -n 2 -q -p no:cacheprovider --doctest-modules dropout_lab
 	$(PY) -m pytest -n 2 -q
 
@@ -30,7 +30,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check dropout_lab experiments tests benchmarks
 	$(PY) -m ruff format --check dropout_lab experiments tests benchmarks
-	$(PY) -m mypy dropout_lab
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache

@@ -22,7 +22,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "experiments"))
 
 
 def child(devices: int, quick: bool) -> dict:
@@ -33,10 +33,10 @@ def child(devices: int, quick: bool) -> dict:
     from jax.sharding import PartitionSpec as P
 
     import dropout_lab as dl
-    from dropout_lab.experiment import load_dataset
-    from dropout_lab.experiment import sweep as S
-    from dropout_lab.experiment.sweep_config import load_sweep_config
-    from dropout_lab.experiment.train import Trainer
+    from lab import load_dataset
+    from lab import sweep as S
+    from lab.sweep_config import load_sweep_config
+    from lab.train import Trainer
 
     sizes = [64, 256, 256, 10]
     keys = jax.random.split(jax.random.key(0), len(sizes))

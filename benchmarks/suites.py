@@ -479,8 +479,8 @@ def mc(quick: bool) -> dict:
 
 
 def eval_forward(quick: bool) -> dict:
-    from dropout_lab.experiment.model import MLP
-    from dropout_lab.experiment.train import compile_forward
+    from lab.model import MLP
+    from lab.train import compile_forward
 
     hidden = (128, 128) if quick else (1024, 1024)
     features = 64 if quick else 784
@@ -494,9 +494,7 @@ def eval_forward(quick: bool) -> dict:
         fixed = compile_forward(fwd, params, x)
         c = {
             "default XLA flags": lambda f=default, x=x: f(params, x),
-            "individual_dot (dropout_lab.experiment compile_forward)": (
-                lambda f=fixed, x=x: f(params, x)
-            ),
+            "individual_dot (lab compile_forward)": (lambda f=fixed, x=x: f(params, x)),
         }
         res = H.compare(c, repeats=3 if quick else 5, calls=1 if rows >= 4096 else 3)
         table = {
@@ -506,9 +504,7 @@ def eval_forward(quick: bool) -> dict:
             "rows": rows,
         }
         tables.append(table)
-        s = _med(table, "default XLA flags") / _med(
-            table, "individual_dot (dropout_lab.experiment compile_forward)"
-        )
+        s = _med(table, "default XLA flags") / _med(table, "individual_dot (lab compile_forward)")
         targets.append(
             _target(
                 f"eval forward {rows} rows: default / with fix",

@@ -7,7 +7,7 @@ trainer's step: *sequential* runs ``Trainer.train_chunk`` once per grid point (o
 compiled ``lax.scan`` over all steps, reused for every point, as
 ``experiments/compare.py`` does); *per-step loop* is the common hand-written loop
 (one jitted step per Python call, the epoch's permutation drawn once per epoch);
-*vmapped* runs :func:`dropout_lab.experiment.sweep.train_grid` (one compiled program
+*vmapped* runs :func:`lab.sweep.train_grid` (one compiled program
 for all 16 points). Each is timed twice in the same process: the first call
 includes compilation, the second is the steady-state run (median of ``--repeats``).
 Prints times and the ratios sequential / vmapped and per-step loop / vmapped.
@@ -23,12 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "experiments"))  # the lab is not in the wheel
 
-from dropout_lab.experiment import load_dataset  # noqa: E402
-from dropout_lab.experiment import sweep as S  # noqa: E402
-from dropout_lab.experiment.sweep_config import load_sweep_config  # noqa: E402
-from dropout_lab.experiment.train import RunKeys, Trainer  # noqa: E402
+from lab import load_dataset  # noqa: E402
+from lab import sweep as S  # noqa: E402
+from lab.sweep_config import load_sweep_config  # noqa: E402
+from lab.train import RunKeys, Trainer  # noqa: E402
 
 RATES = [0.0, 0.1, 0.3, 0.5]
 SEEDS = 4

@@ -63,9 +63,7 @@ __all__ = [
     "zoneout",
 ]
 
-_SUBMODULES = frozenset(
-    {"linen", "nnx", "ops", "mc", "uncertainty", "losses", "metrics", "theory", "experiment"}
-)
+_SUBMODULES = frozenset({"linen", "nnx", "ops", "mc", "uncertainty", "losses", "metrics", "theory"})
 
 
 def __getattr__(name: str):

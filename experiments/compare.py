@@ -9,7 +9,7 @@ prints the results table. Interrupted runs resume where they stopped.
 
 import sys
 
-from dropout_lab.experiment import ConfigError, DataError, load_config, run_dir, run_experiment
+from lab import ConfigError, DataError, load_config, run_dir, run_experiment
 
 
 def main(argv: list[str]) -> int:

@@ -9,8 +9,8 @@ folder (default ``runs/<config name>``) and prints the results table.
 
 import sys
 
-from dropout_lab.experiment import ConfigError, DataError
-from dropout_lab.experiment.graph_config import load_graph_config
+from lab import ConfigError, DataError
+from lab.graph_config import load_graph_config
 
 
 def main(argv: list[str]) -> int:
@@ -22,7 +22,7 @@ def main(argv: list[str]) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from dropout_lab.experiment.graph import run_graph
+    from lab.graph import run_graph
 
     try:
         out = run_graph(cfg)

@@ -11,8 +11,8 @@ folder (default ``runs/<config name>``) and prints the table.
 
 import sys
 
-from dropout_lab.experiment import ConfigError, DataError, run_dir
-from dropout_lab.experiment.sweep_config import load_sweep_config
+from lab import ConfigError, DataError, run_dir
+from lab.sweep_config import load_sweep_config
 
 
 def main(argv: list[str]) -> int:
@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from dropout_lab.experiment.sweep import run_sweep
+    from lab.sweep import run_sweep
 
     console = Console()
     console.print(f"run folder: {run_dir(cfg)}")

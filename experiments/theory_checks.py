@@ -15,9 +15,9 @@ import time
 
 import jax
 
-from dropout_lab.experiment import ConfigError
-from dropout_lab.experiment.theory_checks import run_theory_checks, write_theory_outputs
-from dropout_lab.experiment.theory_config import load_theory_config
+from lab import ConfigError
+from lab.theory_checks import run_theory_checks, write_theory_outputs
+from lab.theory_config import load_theory_config
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "theory_checks.yaml")
 

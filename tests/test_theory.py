@@ -15,8 +15,8 @@ import pytest
 
 import dropout_lab as dl
 from dropout_lab import theory
-from dropout_lab.experiment.config import ConfigError
-from dropout_lab.experiment.theory_config import load_theory_config
+from lab.config import ConfigError
+from lab.theory_config import load_theory_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RATES = (0.1, 0.5, 0.7)

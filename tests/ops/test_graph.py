@@ -34,7 +34,7 @@ def test_dense_edge_semantics():
 def test_drop_edge_fraction_and_weights(rate):
     edges = random_graph(num_edges=20000)
     w = jax.random.uniform(jax.random.key(1), (20000,), minval=0.5, maxval=1.5)
-    out = dl.drop_edge(KEY, edges, rate, edge_weight=w, impl="bernoulli")
+    out = dl.drop_edge(KEY, edges, rate, edge_weight=w)
     mask = np.asarray(out.mask)
     assert abs((~mask).mean() - rate) < five_sigma(rate, mask.size)
     np.testing.assert_array_equal(out.edge_weight, np.where(mask, w, 0))  # no rescaling
@@ -67,6 +67,7 @@ def test_drop_edge_gcn_normalization_matches_dense():
     edges = random_graph(num_nodes=n, num_edges=40, seed=3)
     edges = edges[:, edges[0] != edges[1]]
     out = jax.jit(lambda k: dl.drop_edge(k, edges, 0.4, num_nodes=n, normalize=True))(KEY)
+    assert 0 < np.asarray(out.mask).mean() < 1  # some edges dropped, some kept
     masked = np.where(np.asarray(out.mask), 1.0, 0.0)
     expected = dense_gcn(edges, masked, n)
     # Rebuild the normalized dense matrix from the returned edge and self-loop weights.
@@ -100,17 +101,40 @@ def test_drop_edge_dense_symmetric_normalized():
 def test_drop_node_masks(rate):
     x = jax.random.normal(jax.random.key(1), (4096, 3)) + 10.0
     edges = random_graph(num_nodes=4096, num_edges=5000)
-    out = dl.drop_node(KEY, x, rate, edge_index=edges, impl="bernoulli")
+    out = dl.drop_node(KEY, x, rate, edge_index=edges)
     node_mask = np.asarray(out.node_mask)
     assert abs((~node_mask).mean() - rate) < five_sigma(rate, node_mask.size)
     y = np.asarray(out.x)
     np.testing.assert_array_equal((y != 0).all(axis=1), node_mask)
+    # Kept rows are x / (1 - rate) as float32 computes it (1e-6 of the float64 quotient).
     np.testing.assert_allclose(y[node_mask], np.asarray(x)[node_mask] / (1 - rate), rtol=1e-6)
     src, dst = np.asarray(edges)
     np.testing.assert_array_equal(out.edge_mask, node_mask[src] & node_mask[dst])
-    unscaled = dl.drop_node(KEY, x, rate, rescale=False, impl="bernoulli")
+    unscaled = dl.drop_node(KEY, x, rate, rescale=False)
     np.testing.assert_array_equal(unscaled.node_mask, node_mask)
     np.testing.assert_array_equal(np.asarray(unscaled.x)[node_mask], np.asarray(x)[node_mask])
     evaluated = dl.drop_node(KEY, x, rate, rescale=False, deterministic=True)
     np.testing.assert_array_equal(evaluated.x, x)
     assert evaluated.node_mask.all() and evaluated.edge_mask is None
+
+
+@pytest.mark.parametrize("impl", ["exact", "fast", "bernoulli"])
+def test_rate_one_on_large_masks(impl):
+    # Every variant at rate 1 with 2**20 mask draws (a traced rate): a generator that
+    # keeps an element with probability 2**-16 at rate 1 (the fast grid with `<=` for
+    # `<`) lets about 16 through.
+    n = 1 << 20
+
+    @jax.jit
+    def run(key, rate):
+        ids = jnp.arange(n, dtype=jnp.int32)
+        edges = jnp.stack([ids % 1021, (7 * ids + 3) % 1024])
+        directed = dl.drop_edge(key, edges, rate, impl=impl).mask
+        undirected = dl.drop_edge(key, edges, rate, undirected=True, impl=impl).mask
+        dense = dl.drop_edge_dense(key, jnp.ones((1024, 1024)), rate, impl=impl)
+        nodes = dl.drop_node(key, jnp.ones((n, 2)), rate, impl=impl)
+        return [
+            jnp.count_nonzero(a) for a in (directed, undirected, dense, nodes.x, nodes.node_mask)
+        ]
+
+    assert [int(c) for c in run(KEY, 1.0)] == [0, 0, 0, 0, 0]

@@ -30,34 +30,39 @@ def test_semantics(fn):
 @pytest.mark.parametrize("rate", [0.2, 0.5])
 def test_locked_mask_constant_over_time(rate):
     x = jax.random.normal(jax.random.key(1), (64, 10, 64)) + 10.0
-    y = np.asarray(dl.locked_dropout(KEY, x, rate, impl="bernoulli"))
+    y = np.asarray(dl.locked_dropout(KEY, x, rate))
     dropped = y == 0
     assert (dropped == dropped[:, :1, :]).all()
     assert abs(dropped[:, 0].mean() - rate) < five_sigma(rate, 64 * 64)
     # time_axis=0 ([time, batch, features], PyTorch's RNN layout).
     y0 = np.asarray(dl.locked_dropout(KEY, x, rate, time_axis=0))
-    assert ((y0 == 0) == (y0[:1] == 0)).all()
+    assert ((y0 == 0) == (y0[:1] == 0)).all() and 0 < (y0[0] == 0).mean() < 1
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.4])
 def test_embedding_dropout_drops_whole_vectors(rate):
     table = jax.random.normal(jax.random.key(1), (4096, 8)) + 10.0
-    y = np.asarray(dl.embedding_dropout(KEY, table, rate, impl="bernoulli"))
+    y = np.asarray(dl.embedding_dropout(KEY, table, rate))
     dropped = (y == 0).all(axis=1)
     assert ((y == 0).any(axis=1) == dropped).all()
     assert abs(dropped.mean() - rate) < five_sigma(rate, dropped.size)
+    # Kept vectors are x / (1 - rate) as float32 computes it (1e-6 of the float64 quotient).
     np.testing.assert_allclose(y[~dropped], np.asarray(table)[~dropped] / (1 - rate), rtol=1e-6)
-    # Lookup after dropping the table: every occurrence of a dropped word is zero.
-    ids = jnp.array([[3, 3, 5], [5, 3, 7]])
-    looked_up = np.asarray(y[np.asarray(ids)])
-    assert (looked_up[0, 0] == 0).all() == (looked_up[1, 1] == 0).all()
+    # Lookup after dropping the table drops word types: every occurrence of a dropped
+    # word is zero and every occurrence of a kept word is its scaled vector.
+    word_dropped, word_kept = int(np.argmax(dropped)), int(np.argmin(dropped))
+    ids = np.array([[word_dropped, word_kept, word_dropped], [word_kept, word_dropped, word_kept]])
+    looked_up = y[ids]
+    assert (looked_up[ids == word_dropped] == 0).all()
+    scaled = np.asarray(table)[word_kept] / (1 - rate)
+    np.testing.assert_allclose(looked_up[ids == word_kept], np.tile(scaled, (3, 1)), rtol=1e-6)
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.5])
 def test_zoneout_keeps_previous_state_at_rate(rate):
     h_prev = jnp.zeros((128, 64))
     h_new = jnp.ones((128, 64))
-    h = np.asarray(dl.zoneout(KEY, h_prev, h_new, rate, impl="bernoulli"))
+    h = np.asarray(dl.zoneout(KEY, h_prev, h_new, rate))
     assert set(np.unique(h)) <= {0.0, 1.0}
     assert abs((h == 0).mean() - rate) < five_sigma(rate, h.size)
 
@@ -109,14 +114,50 @@ def test_weight_drop_pytree_one_key_per_leaf():
 
 
 def test_weight_drop_mask_shared_by_all_steps():
-    # A linear RNN h_t = h_{t-1} W: with weights dropped once per sequence, every step
-    # uses the same masked matrix, so the result is h_0 W~^T.
-    w = jax.random.normal(jax.random.key(1), (4, 4)) * 0.5
-    w_dropped = dl.weight_drop(KEY, w, 0.5)
+    # A linear RNN h_t = h_{t-1} W~ with W~ = M * W / q dropped once per sequence: the
+    # weights are masked (each entry 0 or W / q, both present), and every step uses
+    # that one matrix, also when weight_drop is called inside the loop with the
+    # sequence's key; a key per step gives a different result.
+    rate = 0.5
+    w = jax.random.normal(jax.random.key(1), (8, 8)) + 5.0  # no zero weight
+    h0 = jnp.ones((1, 8))
 
-    def step(h, _):
-        return h @ w_dropped, None
+    @jax.jit
+    def run(key):
+        w_dropped = dl.weight_drop(key, w, rate)
 
-    h0 = jnp.ones((1, 4))
-    h, _ = jax.lax.scan(step, h0, None, length=3)
-    np.testing.assert_allclose(h, h0 @ w_dropped @ w_dropped @ w_dropped, rtol=1e-5)
+        def step(h, step_key):
+            same = h[0] @ dl.weight_drop(key, w, rate)
+            fresh = h[1] @ dl.weight_drop(step_key, w, rate)
+            return jnp.stack([same, fresh]), None
+
+        keys = jax.random.split(jax.random.key(2), 3)
+        h, _ = jax.lax.scan(step, jnp.stack([h0, h0]), keys)
+        return w_dropped, h
+
+    w_dropped, h = (np.asarray(a, np.float64) for a in run(KEY))
+    mask = w_dropped != 0
+    assert mask.any() and not mask.all()
+    np.testing.assert_allclose(w_dropped[mask], np.asarray(w)[mask] / (1 - rate), rtol=1e-6)
+    expected = np.asarray(h0) @ w_dropped @ w_dropped @ w_dropped
+    np.testing.assert_allclose(h[0], expected, rtol=1e-5)
+    assert not np.allclose(h[1], expected, rtol=1e-2)
+
+
+@pytest.mark.parametrize("impl", ["exact", "fast", "bernoulli"])
+def test_rate_one_on_large_masks(impl):
+    # Every variant at rate 1 with 2**20 mask draws (a traced rate): a generator that
+    # keeps an element with probability 2**-16 at rate 1 (the fast grid with `<=` for
+    # `<`) lets about 16 through.
+    n = 1 << 20
+
+    @jax.jit
+    def run(key, rate):
+        locked = dl.locked_dropout(key, jnp.ones((1024, 2, 1024)), rate, impl=impl)
+        embedding = dl.embedding_dropout(key, jnp.ones((n, 2)), rate, impl=impl)
+        weights = dl.weight_drop(key, {"hh": jnp.ones((1024, 1025))}, rate, impl=impl)["hh"]
+        h = dl.zoneout(key, jnp.zeros((n + 8,)), jnp.ones((n + 8,)), rate, impl=impl)
+        return [jnp.count_nonzero(a) for a in (locked, embedding, weights, h)]
+
+    # Zoneout at rate 1 keeps every previous value (zeros here).
+    assert [int(c) for c in run(KEY, 1.0)] == [0, 0, 0, 0]

@@ -130,6 +130,7 @@ AXES_FNS = {
     ),
 }
 
+
 def _public_functions():
     """(name, function) of every public function of the library's user-facing modules."""
     for name in dl.__all__:

@@ -7,6 +7,8 @@ axis sharded, and a vmapped sweep with its grid axis sharded.
 
 import json
 import os
+import pathlib
+import sys
 import time
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
@@ -18,9 +20,12 @@ from jax.sharding import AxisType, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import dropout_lab as dl  # noqa: E402
-from dropout_lab.experiment import Trainer, load_config, load_dataset  # noqa: E402
-from dropout_lab.experiment import sweep as S  # noqa: E402
-from dropout_lab.experiment.sweep_config import load_sweep_config  # noqa: E402
+
+# The lab lives in experiments/ (not in the wheel); a subprocess has no pytest path.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "experiments"))
+from lab import Trainer, load_config, load_dataset  # noqa: E402
+from lab import sweep as S  # noqa: E402
+from lab.sweep_config import load_sweep_config  # noqa: E402
 
 COLLECTIVES = ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter")
 BASE = [

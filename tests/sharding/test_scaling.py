@@ -16,8 +16,8 @@ import sys
 
 import pytest
 
-from dropout_lab.experiment import ConfigError, load_config
-from dropout_lab.experiment import distributed as D
+from lab import ConfigError, load_config
+from lab import distributed as D
 
 WORKER = pathlib.Path(__file__).with_name("_scale_worker.py")
 TOL = 1e-5

@@ -25,11 +25,11 @@ from collections.abc import Callable
 import numpy as np
 from omegaconf import OmegaConf
 
-from dropout_lab.experiment import distributed, evaluate, report
-from dropout_lab.experiment.config import ExperimentConfig, enabled_methods, to_yaml
-from dropout_lab.experiment.data import TOY_PLOT_RANGE, Dataset, load_dataset, toy_function
-from dropout_lab.experiment.model import describe
-from dropout_lab.experiment.train import RunKeys, Trainer
+from lab import distributed, evaluate, report
+from lab.config import ExperimentConfig, enabled_methods, to_yaml
+from lab.data import TOY_PLOT_RANGE, Dataset, load_dataset, toy_function
+from lab.model import describe
+from lab.train import RunKeys, Trainer
 
 
 def run_dir(cfg: ExperimentConfig) -> pathlib.Path:
@@ -105,7 +105,7 @@ def run_experiment(
     """Runs every enabled method over every seed and writes the run folder.
 
     Args:
-      cfg: a checked config (:func:`~dropout_lab.experiment.config.load_config`).
+      cfg: a checked config (:func:`~lab.config.load_config`).
       on_eval: ``on_eval(method, seed, step, point)`` after each evaluation.
       on_start: ``on_start(method, seed, total_steps)`` before each (method, seed).
       data: an already loaded data set (default: loaded from ``cfg.data``).

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dropout_lab.experiment.data import TOY_DATA_RANGES
-from dropout_lab.experiment.train import RunKeys, Trainer
+from lab.data import TOY_DATA_RANGES
+from lab.train import RunKeys, Trainer
 
 Z90, Z95 = 1.6448536269514722, 1.959963984540054
 

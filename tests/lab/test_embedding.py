@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dropout_lab.experiment import ConfigError, load_config, run_experiment
-from dropout_lab.experiment.model import build_model, token_edges
+from lab import ConfigError, load_config, run_experiment
+from lab.model import build_model, token_edges
 
 CONFIGS = pathlib.Path(__file__).parents[2] / "configs"
 COMMON = ["seeds=[0]", "train.epochs=1", "plots=false", "progress=false"]
@@ -21,7 +21,7 @@ def _load(name, *extra):
 
 
 def test_config_compares_none_inverted_embedding_on_tokens():
-    from dropout_lab.experiment.config import enabled_methods
+    from lab.config import enabled_methods
 
     cfg = load_config(CONFIGS / "embedding_rnn_mnist1d.yaml")
     assert cfg.model.architecture == "gru" and cfg.model.token_bins > 1

@@ -4,8 +4,8 @@ The experiment trainer's step is pure and takes the rates as traced values, so a
 of models is trained by ``jax.vmap`` of that same step over stacked parameters,
 optimizer states, keys and hyper-parameters (rate, input rate, R-Drop's alpha, adamw's
 weight decay), scanned over steps exactly like :meth:`Trainer.train_chunk
-<dropout_lab.experiment.train.Trainer.train_chunk>`. Grid point ``i`` uses seed ``s``'s
-:class:`~dropout_lab.experiment.train.RunKeys`, so it sees the same initialization,
+<lab.train.Trainer.train_chunk>`. Grid point ``i`` uses seed ``s``'s
+:class:`~lab.train.RunKeys`, so it sees the same initialization,
 batches and dropout masks as the sequential trainer with that seed and rate; only the
 matmuls may round differently (batched kernels), see :func:`train_grid`.
 
@@ -32,11 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dropout_lab.experiment import distributed, evaluate, report
-from dropout_lab.experiment.data import Dataset, load_dataset
-from dropout_lab.experiment.run import _write_atomic, run_dir
-from dropout_lab.experiment.sweep_config import SweepConfig
-from dropout_lab.experiment.train import RunKeys, Trainer, compile_forward
+from lab import distributed, evaluate, report
+from lab.data import Dataset, load_dataset
+from lab.run import _write_atomic, run_dir
+from lab.sweep_config import SweepConfig
+from lab.train import RunKeys, Trainer, compile_forward
 
 _PROGRAMS: dict[tuple, Callable] = {}
 
@@ -462,7 +462,7 @@ def run_sweep(
     ``gap_vs_rate``, ``ece_vs_rate`` and ``ood_vs_rate`` (classification).
 
     Args:
-      cfg: a checked sweep config (:func:`~dropout_lab.experiment.sweep_config.
+      cfg: a checked sweep config (:func:`~lab.sweep_config.
         load_sweep_config`).
       data: an already loaded data set (default: loaded from ``cfg.data``).
       on_progress: ``on_progress(method, done, total)`` (steps x points).
@@ -470,7 +470,7 @@ def run_sweep(
     Returns:
       The content of ``sweep.json``.
     """
-    from dropout_lab.experiment.config import to_yaml
+    from lab.config import to_yaml
 
     distributed.initialize(cfg.distributed)  # before anything touches a device
     data = data if data is not None else load_dataset(cfg.data)
@@ -704,7 +704,7 @@ def run_mc_sweep(
     Raises:
       ValueError: the task is regression.
     """
-    from dropout_lab.experiment.config import to_yaml
+    from lab.config import to_yaml
 
     distributed.initialize(cfg.distributed)  # before anything touches a device
     data = data if data is not None else load_dataset(cfg.data)

@@ -29,8 +29,8 @@ import optax
 from jax import lax
 
 from dropout_lab import theory
-from dropout_lab.experiment.theory_config import TheoryChecksConfig
 from dropout_lab.ops import dropout
+from lab.theory_config import TheoryChecksConfig
 
 _BATCH = 2048  # keys per lax.map step when sampling
 BN_ORDER = {"classic_unscaled": 0, "classic": 1, "inverted": 2}

@@ -23,10 +23,10 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from dropout_lab.experiment import distributed
-from dropout_lab.experiment.config import ConfigError, ExperimentConfig, TrainConfig
-from dropout_lab.experiment.data import Dataset
-from dropout_lab.experiment.model import (
+from lab import distributed
+from lab.config import ConfigError, ExperimentConfig, TrainConfig
+from lab.data import Dataset
+from lab.model import (
     SOWN_LOSSES,
     build_model,
     learned_rates,
@@ -86,11 +86,11 @@ class Trainer:
 
     Args:
       cfg: the experiment config.
-      method: a key of ``dropout_lab.experiment.model.METHOD_VARIANT`` (``none``,
+      method: a key of ``lab.model.METHOD_VARIANT`` (``none``,
         ``classic``, ``inverted``, ``rdrop``, ``mc``, ``dropconnect``, ``gaussian``,
         ``channel``, ``dropblock``, ``locked``, ``zoneout``, ``concrete``, ``droppath``,
         ``weightdrop``, ``sparse_vd``, ``embedding``); the model
-        is ``cfg.model.architecture``'s (:func:`~dropout_lab.experiment.model.build_model`).
+        is ``cfg.model.architecture``'s (:func:`~lab.model.build_model`).
       data: the split data set.
     """
 

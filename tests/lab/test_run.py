@@ -6,8 +6,8 @@ import pathlib
 
 import pytest
 
-from dropout_lab.experiment import load_config, run_experiment
-from dropout_lab.experiment.config import METHOD_ARCHITECTURES, METHODS
+from lab import load_config, run_experiment
+from lab.config import METHOD_ARCHITECTURES, METHODS
 
 # The MLP methods (structured and concrete: tests/experiment/test_structured.py).
 MLP_METHODS = [m for m in METHODS if m not in METHOD_ARCHITECTURES or m == "dropconnect"]

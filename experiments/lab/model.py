@@ -19,7 +19,7 @@ import numpy as np
 
 from dropout_lab import linen as dln
 from dropout_lab import ops
-from dropout_lab.experiment.config import ConfigError, ExperimentConfig
+from lab.config import ConfigError, ExperimentConfig
 
 VARIANTS = (
     "none", "inverted", "classic", "dropconnect", "gaussian",

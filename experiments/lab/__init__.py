@@ -3,7 +3,7 @@
 Scripts in ``experiments/`` parse a config and call :func:`run_experiment`.
 """
 
-from dropout_lab.experiment.config import (
+from lab.config import (
     ConfigError,
     ExperimentConfig,
     enabled_methods,
@@ -11,10 +11,10 @@ from dropout_lab.experiment.config import (
     to_yaml,
     validate,
 )
-from dropout_lab.experiment.data import DataError, Dataset, load_dataset
-from dropout_lab.experiment.model import CNN, MLP, RecurrentNet, build_model
-from dropout_lab.experiment.run import run_dir, run_experiment
-from dropout_lab.experiment.train import RunKeys, Trainer, compile_forward, make_optimizer
+from lab.data import DataError, Dataset, load_dataset
+from lab.model import CNN, MLP, RecurrentNet, build_model
+from lab.run import run_dir, run_experiment
+from lab.train import RunKeys, Trainer, compile_forward, make_optimizer
 
 __all__ = [
     "CNN",

@@ -15,10 +15,10 @@ import jax
 import numpy as np
 import pytest
 
-from dropout_lab.experiment import ConfigError, load_dataset
-from dropout_lab.experiment import sweep as S
-from dropout_lab.experiment.sweep_config import load_sweep_config
-from dropout_lab.experiment.train import RunKeys, Trainer
+from lab import ConfigError, load_dataset
+from lab import sweep as S
+from lab.sweep_config import load_sweep_config
+from lab.train import RunKeys, Trainer
 
 RTOL = 1e-5
 TINY = [

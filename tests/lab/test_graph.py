@@ -10,16 +10,16 @@ import numpy as np
 import optax
 import pytest
 
-from dropout_lab.experiment import ConfigError
-from dropout_lab.experiment.graph import knn_edges, load_graph, run_graph, train
-from dropout_lab.experiment.graph_config import load_graph_config
+from lab import ConfigError
+from lab.graph import knn_edges, load_graph, run_graph, train
+from lab.graph_config import load_graph_config
 
 CONFIG = pathlib.Path(__file__).parents[2] / "configs" / "graph_digits.yaml"
 TINY = ["data.max_examples=80", "data.num_neighbors=3", "hidden=8", "steps=4", "seeds=[0,1]"]
 
 
 def test_config_loads_with_every_method():
-    from dropout_lab.experiment.graph_config import enabled_graph_methods
+    from lab.graph_config import enabled_graph_methods
 
     cfg = load_graph_config(CONFIG)
     assert cfg.name == "graph_digits" and len(cfg.seeds) >= 3

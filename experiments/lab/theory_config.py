@@ -1,6 +1,6 @@
 """Config schema of ``experiments/theory_checks.py`` (closed forms vs Monte Carlo).
 
-Loaded like :func:`dropout_lab.experiment.config.load_config`: the YAML file and dotted
+Loaded like :func:`lab.config.load_config`: the YAML file and dotted
 ``key=value`` overrides are merged onto the structured schema, so an unknown key or a
 wrong type fails at once, then every value's range is checked.
 """
@@ -11,7 +11,7 @@ import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from dropout_lab.experiment.config import _check_range, _fail, merge_config
+from lab.config import _check_range, _fail, merge_config
 
 
 @dataclass

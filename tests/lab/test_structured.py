@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dropout_lab.experiment import ConfigError, load_config, run_experiment
-from dropout_lab.experiment.model import PatchConv, build_model, input_shape
+from lab import ConfigError, load_config, run_experiment
+from lab.model import PatchConv, build_model, input_shape
 
 CONFIGS = pathlib.Path(__file__).parents[2] / "configs"
 COMMON = ["seeds=[0]", "train.epochs=1", "plots=false", "progress=false"]
@@ -66,7 +66,7 @@ def test_new_configs_load_with_their_architecture():
         "concrete_toy": ("mlp", {"none", "inverted", "mc", "concrete"}),
         "sparse_vd_digits": ("mlp", {"none", "inverted", "sparse_vd"}),
     }
-    from dropout_lab.experiment.config import enabled_methods
+    from lab.config import enabled_methods
 
     for name, (arch, methods) in expected.items():
         cfg = load_config(CONFIGS / f"{name}.yaml")
@@ -253,8 +253,8 @@ def test_sparse_vd_loss_is_nll_plus_kl_over_n(sparse_vd_run):
     import optax
 
     import dropout_lab as dl
-    from dropout_lab.experiment.data import load_dataset
-    from dropout_lab.experiment.train import RunKeys, Trainer
+    from lab.data import load_dataset
+    from lab.train import RunKeys, Trainer
 
     cfg, _ = sparse_vd_run
     trainer = Trainer(cfg, "sparse_vd", load_dataset(cfg.data))

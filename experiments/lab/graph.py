@@ -30,12 +30,12 @@ import optax
 from jax.typing import ArrayLike
 
 from dropout_lab import ops
-from dropout_lab.experiment import report
-from dropout_lab.experiment.config import DataConfig
-from dropout_lab.experiment.data import load_dataset
-from dropout_lab.experiment.evaluate import _jitted
-from dropout_lab.experiment.graph_config import GraphConfig, enabled_graph_methods
-from dropout_lab.experiment.run import _write_atomic
+from lab import report
+from lab.config import DataConfig
+from lab.data import load_dataset
+from lab.evaluate import _jitted
+from lab.graph_config import GraphConfig, enabled_graph_methods
+from lab.run import _write_atomic
 
 scores = _jitted("scores")  # accuracy, NLL, ECE, Brier of (probs, labels, num_bins)
 
@@ -194,7 +194,7 @@ def evaluate(params: dict, graph: Graph, num_bins: int) -> dict[str, float]:
     """Accuracy, NLL (train and test nodes), ECE and Brier score (test nodes).
 
     The scores are :mod:`dropout_lab.metrics`' (one jitted program, as in
-    :mod:`dropout_lab.experiment.evaluate`).
+    :mod:`lab.evaluate`).
     """
     probs = np.asarray(predict(params, graph))
     labels, mask = np.asarray(graph.labels), np.asarray(graph.train_mask)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dropout_lab.experiment.config import DataConfig
+from lab.config import DataConfig
 
 TOY_DATA_RANGES = ((-4.0, -1.0), (1.0, 4.0))
 TOY_PLOT_RANGE = (-6.0, 6.0)

@@ -4,9 +4,9 @@ import struct
 import numpy as np
 import pytest
 
-from dropout_lab.experiment import DataError, load_dataset
-from dropout_lab.experiment.config import DataConfig
-from dropout_lab.experiment.data import load_csv, load_idx, load_mnist1d, load_npz, read_idx
+from lab import DataError, load_dataset
+from lab.config import DataConfig
+from lab.data import load_csv, load_idx, load_mnist1d, load_npz, read_idx
 
 
 def _csv(path, rows):

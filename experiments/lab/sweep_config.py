@@ -1,6 +1,6 @@
 """Config schema of the sweep scripts (``experiments/sweep.py``, ``experiments/mc_sweep.py``).
 
-A sweep config is an experiment config (:class:`~dropout_lab.experiment.config.
+A sweep config is an experiment config (:class:`~lab.config.
 ExperimentConfig`: data, model, train, eval) plus a ``sweep`` section (the grid) and an
 ``mc_sweep`` section (sample counts of the MC-uncertainty sweep). It is loaded with the
 same merge as the experiment configs, so an unknown key or a wrong type fails at once
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
-from dropout_lab.experiment.config import (
+from lab.config import (
     ExperimentConfig,
     _check_choice,
     _check_range,

@@ -1,6 +1,6 @@
 """Scaling out: the device mesh of the experiment trainer, and multi-host setup.
 
-A config's ``mesh`` section (:class:`~dropout_lab.experiment.config.MeshConfig`)
+A config's ``mesh`` section (:class:`~lab.config.MeshConfig`)
 becomes a ``jax.sharding.Mesh`` with axes ``("data", "model")`` (:func:`make_mesh`).
 The trainer splits every batch over ``data`` and keeps the parameters replicated, or
 split along their last dimension over ``model`` (:func:`param_sharding`); sweeps
@@ -31,7 +31,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from dropout_lab.experiment.config import ConfigError, DistributedConfig, MeshConfig
+from lab.config import ConfigError, DistributedConfig, MeshConfig
 
 MESH_AXES = ("data", "model")
 

@@ -2,7 +2,7 @@ import pathlib
 
 import pytest
 
-from dropout_lab.experiment import ConfigError, load_config, to_yaml
+from lab import ConfigError, load_config, to_yaml
 
 # Configs of experiments/compare.py (theory_checks.yaml has its own schema and test).
 CONFIGS = sorted(

@@ -1,6 +1,6 @@
 """Config schema of ``experiments/graph.py`` (GCN node classification on a k-NN graph).
 
-Loaded like :func:`dropout_lab.experiment.config.load_config`: the YAML file and dotted
+Loaded like :func:`lab.config.load_config`: the YAML file and dotted
 ``key=value`` overrides are merged onto the structured schema, so an unknown key or a
 wrong type fails at once, then every value's range is checked.
 """
@@ -11,7 +11,7 @@ import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from dropout_lab.experiment.config import _check_choice, _check_range, _fail, merge_config
+from lab.config import _check_choice, _check_range, _fail, merge_config
 
 GRAPH_DATASETS = ("digits", "breast_cancer", "mnist1d")
 GRAPH_METHODS = ("none", "inverted", "drop_edge", "drop_node")
@@ -24,7 +24,7 @@ class GraphDataConfig:
     Attributes:
       name: one of ``GRAPH_DATASETS``.
       test_fraction: share of nodes whose labels are held out (the experiment's split,
-        :func:`dropout_lab.experiment.data.load_dataset`).
+        :func:`lab.data.load_dataset`).
       split_seed: seed of the train/test split.
       max_examples: keep at most this many nodes (0: all), for quick runs.
       num_neighbors: k of the k-nearest-neighbour graph (Euclidean distance of the
