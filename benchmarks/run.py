@@ -32,6 +32,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))  # the lab (eval_forward builds its MLP)
 
 SUITE_NAMES = ["forward", "forward_backward", "residuals", "train_step", "mc", "eval_forward"]
 

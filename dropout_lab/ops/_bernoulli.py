@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from dropout_lab import _checks
@@ -83,43 +84,62 @@ def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+def inverse_keep(keep: jax.Array, impl: str, dtype: jnp.dtype) -> jax.Array:
+    r"""The inverted scale :math:`1/q` in ``dtype``, rounded once (1 where :math:`q = 0`).
+
+    Kept values are ``x * (1/q)``: the product is exactly rounded everywhere, while XLA
+    computes a division as a multiplication by a reciprocal whose rounding depends on
+    the program (constant-folded, vectorised or not). The reciprocal of a concrete
+    keep is taken on the host, so eager, jitted, vmapped and sharded calls give the
+    same bits, those of ``flax.linen.Dropout`` (whose ``x / q`` XLA compiles as
+    ``x * (1/q)``). Rate 1 keeps nothing; its scale is 1 so no inf or NaN reaches the
+    forward or (through the transpose) the backward pass.
+    """
+    q = scale_keep(keep, impl)
+    if _checks.is_concrete(q):
+        q_host = np.asarray(q).astype(dtype)
+        one = np.ones((), dtype)
+        return jnp.asarray(one / q_host if q_host > 0 else one, dtype)
+    q = q.astype(dtype)
+    return jnp.where(q > 0, 1 / jnp.where(q > 0, q, 1), 1).astype(dtype)
+
+
 def _select_scaled(
     key: jax.Array,
     x: jax.Array,
     keep: jax.Array,
+    scale: jax.Array,
     mode: str,
     broadcast_dims: tuple[int, ...],
     impl: str,
     chunked: bool = False,
 ) -> jax.Array:
-    """``where(mask, x / keep_used, 0)`` (inverted) or ``where(mask, x, 0)`` (classic).
+    """``where(mask, x * scale, 0)`` (inverted) or ``where(mask, x, 0)`` (classic).
 
-    With ``chunked`` (used for the primal, not for the tangent) a large whole-array
-    stream mask is drawn and applied piece by piece (``_prng.select_chunked``):
-    the same values, without a full-size buffer of random words.
+    ``scale`` is :func:`inverse_keep`. With ``chunked`` (used for the primal, not for
+    the tangent) a large whole-array stream mask is drawn and applied piece by piece
+    (``_prng.select_chunked``): the same values, without a full-size buffer of random
+    words.
     """
     shape = _checks.mask_shape(x.shape, broadcast_dims)
 
-    def scaled(v: jax.Array, keep_used: jax.Array) -> jax.Array:
+    def scaled(v: jax.Array) -> jax.Array:
         if mode != "inverted":
             return v
         dtype = compute_dtype(v.dtype)
-        # Rate 1 keeps nothing; divide by 1 there so no inf/NaN reaches the
-        # forward or (through the transpose) the backward pass.
-        divisor = jnp.where(keep_used > 0, keep_used, 1.0).astype(dtype)
-        return (v.astype(dtype) / divisor).astype(v.dtype)
+        return (v.astype(dtype) * scale.astype(dtype)).astype(v.dtype)
 
     if chunked and impl != "bernoulli" and shape == x.shape and _prng.can_chunk(key, x.size):
-        decide, keep_used = _stream_generator(keep, impl)
-        return _prng.select_chunked(key, x, decide, lambda v: scaled(v, keep_used))
-    mask, keep_used = keep_mask(key, shape, keep, impl)
+        decide, _ = _stream_generator(keep, impl)
+        return _prng.select_chunked(key, x, decide, scaled)
+    mask, _ = keep_mask(key, shape, keep, impl)
     mask = jnp.broadcast_to(mask, x.shape)
-    return jnp.where(mask, scaled(x, keep_used), jnp.zeros((), x.dtype))
+    return jnp.where(mask, scaled(x), jnp.zeros((), x.dtype))
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5))
-def _dropout_train(key, x, keep, mode, broadcast_dims, impl):
-    return _select_scaled(key, x, keep, mode, broadcast_dims, impl, chunked=True)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5, 6))
+def _dropout_train(key, x, keep, scale, mode, broadcast_dims, impl):
+    return _select_scaled(key, x, keep, scale, mode, broadcast_dims, impl, chunked=True)
 
 
 @_dropout_train.defjvp
@@ -128,14 +148,14 @@ def _dropout_train_jvp(mode, broadcast_dims, impl, primals, tangents):
     # applied to x_dot. Wrapping it in `jax.checkpoint` makes reverse mode keep only
     # the key and the keep probability as residuals and regenerate the mask in the
     # backward pass. The mask is a step function of the rate: the rate gets no gradient.
-    key, x, keep = primals
+    key, x, keep, scale = primals
     x_dot = tangents[1]
-    y = _select_scaled(key, x, keep, mode, broadcast_dims, impl, chunked=True)
+    y = _select_scaled(key, x, keep, scale, mode, broadcast_dims, impl, chunked=True)
     tangent_fn = jax.checkpoint(
         functools.partial(_select_scaled, mode=mode, broadcast_dims=broadcast_dims, impl=impl),
         policy=jax.checkpoint_policies.nothing_saveable,
     )
-    return y, tangent_fn(key, x_dot, keep)
+    return y, tangent_fn(key, x_dot, keep, scale)
 
 
 def _eval_scale(x: jax.Array, keep: jax.Array, mode: str, impl: str) -> jax.Array:
@@ -169,10 +189,13 @@ def dropout(
     so that :math:`\mathbb{E}[y_\text{train}] = y_\text{eval}` in both modes. Dropped
     positions are selected away, not multiplied by zero: a dropped NaN or inf becomes 0.
 
-    Exactness (default ``impl="exact"``): a kept value is ``x / q`` as the input's
-    dtype computes it (half precision: in float32, rounded once), with :math:`q` the
-    keep probability rounded once to the rate's float dtype from the Python value
-    (as ``jax.random.bernoulli`` and Flax do). Element :math:`i` (row-major) is kept
+    Exactness (default ``impl="exact"``): a kept value is ``x * (1 / q)`` with the
+    reciprocal rounded once (what XLA computes for ``x / q``, and so what Flax gets;
+    within 1e-6 relative of the float64 quotient for float32), in the input's dtype
+    (half precision: in float32, rounded once), with :math:`q` the keep probability
+    rounded once to the rate's float dtype from the Python value (as
+    ``jax.random.bernoulli`` and Flax do). The bits are the same eager, jitted,
+    vmapped or sharded. Element :math:`i` (row-major) is kept
     when 32-bit word :math:`i` of the key's Threefry stream is below
     :math:`\lceil q\,2^{32}\rceil`, so the keep probability realised is
     :math:`q' \in [q, q + 2^{-32})` and
@@ -245,5 +268,6 @@ def dropout(
     if deterministic:
         y = _eval_scale(x, keep, mode, impl)
     else:
-        y = _dropout_train(_checks.as_key(key), x, keep, mode, broadcast_dims, impl)
+        scale = inverse_keep(keep, impl, compute_dtype(x.dtype))
+        y = _dropout_train(_checks.as_key(key), x, keep, scale, mode, broadcast_dims, impl)
     return _checks.nan_if_invalid(y, rate, rate_array)
