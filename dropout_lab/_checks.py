@@ -324,3 +324,43 @@ def check_probs(probs: ArrayLike, name: str, axis: int = -1) -> jax.Array:
         f"{tol:.2g} = (num_classes + {_SUM_SLACK}) * eps of {probs.dtype}). These look like "
         f"logits or unnormalized scores: apply jax.nn.softmax(logits, axis={axis}) first."
     )
+
+
+def check_log_probs(log_probs: ArrayLike, name: str, axis: int = -1) -> jax.Array:
+    r"""Returns ``log_probs`` as a float array, checking it holds log-distributions along ``axis``.
+
+    The log-domain twin of :func:`check_probs`, with the same tolerance
+    :math:`\epsilon_C = (C + 16)\,\mathrm{eps}`: a concrete array must have every value
+    at most :math:`\epsilon_C` (a log-probability is at most 0; ``-inf`` is a zero
+    probability) and every ``logsumexp`` along ``axis`` within :math:`\epsilon_C` of 0
+    (``log_softmax`` outputs and their MC log-means pass). NaN entries are skipped; a
+    traced array is returned unchecked.
+
+    Raises:
+      TypeError: ``log_probs`` is not floating point.
+      ValueError: ``log_probs`` is a scalar, or concrete and not normalized.
+    """
+    log_probs = check_float_array(log_probs, name)
+    if log_probs.ndim < 1:
+        raise ValueError(f"{name} must be [..., num_classes], got a scalar.")
+    if not is_concrete(log_probs) or log_probs.size == 0:
+        return log_probs
+    lp = np.asarray(log_probs, np.float64)
+    tol = (log_probs.shape[axis] + _SUM_SLACK) * float(jnp.finfo(log_probs.dtype).eps)
+    values = lp[~np.isnan(lp)]
+    top = np.max(lp, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):  # a row of -inf: log(0), reported below
+        lse = np.log(np.sum(np.exp(lp - top), axis=axis)) + np.squeeze(top, axis)
+    lse = lse[~np.isnan(lse)]
+    if values.size and values.max() > tol:
+        found = f"values reach {values.max():.4g}, above 0"
+    elif np.any(np.abs(lse) > tol):
+        found = f"logsumexp along axis {axis} ranges over [{lse.min():.7g}, {lse.max():.7g}]"
+    else:
+        return log_probs
+    raise ValueError(
+        f"{name} are not log-probabilities along axis {axis}: {found} (tolerance {tol:.2g} "
+        f"= (num_classes + {_SUM_SLACK}) * eps of {log_probs.dtype}). These look like logits "
+        f"or unnormalized scores: apply jax.nn.log_softmax(logits, axis={axis}) first."
+    )

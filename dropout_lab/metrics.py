@@ -7,7 +7,10 @@ must be distributions over the last axis: values in [0, 1] and sums equal to 1
 within ``(num_classes + 16) * eps`` of their dtype (which float32 softmax outputs and
 their MC means always pass), else ``ValueError`` (logits: apply ``jax.nn.softmax``).
 Under ``jit``, ``vmap`` or ``grad`` the values are traced and cannot be checked.
-``accuracy`` alone also takes logits. The ranking metrics
+``accuracy`` alone also takes logits. ``nll_from_log_probs`` takes
+log-probabilities (``jax.nn.log_softmax(logits)``, or the MC log-mean
+``dl.uncertainty.predictive_log_probs(log_probs_t)``) and is exact: the NLL to report
+whenever logits are at hand. ``rmse`` scores regression predictions. The ranking metrics
 take a score (higher means "more likely positive", e.g. predictive entropy for
 out-of-distribution inputs) and a boolean ``is_positive``, and handle tied scores
 exactly as scikit-learn's ``roc_auc_score`` and ``average_precision_score``.
@@ -41,7 +44,9 @@ __all__ = [
     "classwise_ece",
     "ece",
     "nll",
+    "nll_from_log_probs",
     "reliability_diagram",
+    "rmse",
 ]
 
 
@@ -126,7 +131,10 @@ def nll(probs: ArrayLike, labels: ArrayLike) -> jax.Array:
 
     The probability of the label is clipped below at the machine epsilon of its dtype,
     as scikit-learn's ``log_loss`` does, so a zero probability gives a large finite
-    value instead of ``inf``.
+    value instead of ``inf``. The clip changes every example whose label probability is
+    below ``eps`` (about 1.2e-7 in float32), which a confident float32 softmax reaches
+    easily: when logits are at hand, :func:`nll_from_log_probs` of
+    ``jax.nn.log_softmax(logits)`` is exact and needs no clip.
 
     Args:
       probs: probabilities ``[..., num_classes]``.
@@ -152,6 +160,78 @@ def nll(probs: ArrayLike, labels: ArrayLike) -> jax.Array:
     p_label = jnp.take_along_axis(probs, labels[:, None], axis=-1)[:, 0]
     eps = jnp.finfo(probs.dtype).eps
     return -jnp.mean(jnp.log(jnp.clip(p_label, eps, 1.0)))
+
+
+def nll_from_log_probs(log_probs: ArrayLike, labels: ArrayLike) -> jax.Array:
+    r"""Mean negative log-likelihood from log-probabilities, exact and never clipped.
+
+    .. math::
+        \mathrm{NLL} = -\frac1N \sum_i \log p_{i, y_i}
+
+    with :math:`\log p` given directly, so nothing is lost to rounding or underflow of
+    a probability: from logits :math:`z`, :math:`\log p = z - \operatorname{logsumexp}(z)`
+    (``jax.nn.log_softmax``); for the MC predictive distribution
+    :math:`\bar p = \frac1T \sum_t p_t`, :math:`\log \bar p = \operatorname{logsumexp}_t
+    \log p_t - \log T` (:func:`dropout_lab.uncertainty.predictive_log_probs`). A zero
+    probability (``-inf``) gives ``inf``, the true value. Unlike :func:`nll`, no clip:
+    a label probability below ``eps`` counts at its value, the same way for one
+    deterministic pass and for MC passes.
+
+    Args:
+      log_probs: log-probabilities ``[..., num_classes]``.
+      labels: integer labels ``[...]``.
+
+    Returns:
+      Scalar, in nats.
+
+    Raises:
+      ValueError: ``log_probs`` is concrete and not normalized over its last axis
+        (e.g. logits: apply ``jax.nn.log_softmax`` first; traced values cannot be
+        checked), or ``labels`` does not have shape ``log_probs.shape[:-1]``.
+      TypeError: ``log_probs`` is not floating point or ``labels`` not integer.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> log_probs = jax.nn.log_softmax(jnp.array([[0.0, 40.0]]))
+      >>> dl.metrics.nll_from_log_probs(log_probs, jnp.array([0]))
+      Array(40., dtype=float32)
+    """
+    log_probs = _checks.check_log_probs(log_probs, "log_probs")
+    log_probs, labels = _flatten(log_probs, labels, logits_ok=True)
+    return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))
+
+
+def rmse(predictions: ArrayLike, targets: ArrayLike) -> jax.Array:
+    r"""Root mean squared error :math:`\sqrt{\frac1N \sum_i (\hat y_i - y_i)^2}`.
+
+    Every element is one prediction. For MC dropout pass the predictive mean
+    (``dl.uncertainty.regression(means_t, tau=...).mean``).
+
+    Args:
+      predictions: predicted values ``[...]``.
+      targets: observed values, the same shape.
+
+    Returns:
+      Scalar, in the units of ``targets``.
+
+    Raises:
+      ValueError: the shapes differ.
+      TypeError: ``predictions`` is not floating point.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> dl.metrics.rmse(jnp.array([1.0, 3.0]), jnp.array([1.0, 1.0]))
+      Array(1.4142135, dtype=float32)
+    """
+    predictions = _checks.check_float_array(predictions, "predictions")
+    targets = jnp.asarray(targets, predictions.dtype)
+    if predictions.shape != targets.shape:
+        raise ValueError(
+            f"predictions {predictions.shape} and targets {targets.shape} must have the same shape."
+        )
+    return jnp.sqrt(jnp.mean(jnp.square(predictions - targets)))
 
 
 def brier(probs: ArrayLike, labels: ArrayLike) -> jax.Array:

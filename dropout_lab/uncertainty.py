@@ -3,8 +3,10 @@ r"""Predictive uncertainty from Monte Carlo samples (MC dropout, ensembles).
 Classification takes sampled probabilities ``probs_t [num_samples, batch, ...,
 num_classes]`` (e.g. from ``dl.mc.sample(..., transform=jax.nn.softmax)``); concrete
 inputs that are not distributions (logits, say) raise ``ValueError``, traced ones
-cannot be checked. Regression takes sampled means ``means_t [num_samples, ...]`` and
-optionally sampled log-variances.
+cannot be checked; ``predictive_log_probs`` takes log-probabilities ``log_probs_t``
+(``transform=jax.nn.log_softmax``) and returns the exact log of the predictive mean,
+for ``dl.metrics.nll_from_log_probs``. Regression takes sampled means
+``means_t [num_samples, ...]`` and optionally sampled log-variances.
 
 References:
   Gal & Ghahramani, "Dropout as a Bayesian Approximation: Representing Model
@@ -32,6 +34,7 @@ __all__ = [
     "classification",
     "entropy",
     "mc_log_likelihood",
+    "predictive_log_probs",
     "regression",
 ]
 
@@ -185,6 +188,51 @@ def classification(probs_t: ArrayLike) -> ClassificationUncertainty:
         mutual_information=jnp.maximum(total - expected, 0),
         variance=jnp.var(probs_t, axis=0),
     )
+
+
+def predictive_log_probs(log_probs_t: ArrayLike) -> jax.Array:
+    r"""Log of the MC predictive distribution, from per-pass log-probabilities.
+
+    .. math::
+        \log \bar p = \log \frac1T \sum_t p_t
+        = \operatorname{logsumexp}_t \log p_t - \log T
+
+    Exact where :math:`\log \bar p` computed as ``log(mean(probs_t))`` underflows: a
+    label probability below the smallest float stays finite, so
+    ``dl.metrics.nll_from_log_probs(predictive_log_probs(log_probs_t), labels)`` is the
+    NLL of MC dropout with nothing clipped. With one pass (``T = 1``) it returns
+    ``log_probs_t[0]`` unchanged, so a deterministic prediction passed as
+    ``log_softmax(logits)[None]`` is scored exactly as it would be alone.
+
+    Args:
+      log_probs_t: sampled log-probabilities ``[num_samples, batch, ..., num_classes]``
+        (e.g. ``dl.mc.sample(fn, key, T, transform=jax.nn.log_softmax)``).
+
+    Returns:
+      ``[batch, ..., num_classes]`` log-probabilities.
+
+    Raises:
+      ValueError: ``log_probs_t`` has fewer than 3 dimensions (no sample axis), or is
+        concrete and not normalized over its last axis (e.g. logits: apply
+        ``jax.nn.log_softmax`` first).
+      TypeError: ``log_probs_t`` is not floating point.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> logits_t = jax.random.normal(jax.random.key(0), (8, 4, 3))
+      >>> dl.uncertainty.predictive_log_probs(jax.nn.log_softmax(logits_t)).shape
+      (4, 3)
+    """
+    log_probs_t = _checks.check_float_array(log_probs_t, "log_probs_t")
+    if log_probs_t.ndim < 3:
+        raise ValueError(
+            f"log_probs_t must be [num_samples, batch, ..., num_classes], got shape "
+            f"{log_probs_t.shape}: the sample axis is missing (one pass: log_probs[None])."
+        )
+    log_probs_t = _checks.check_log_probs(log_probs_t, "log_probs_t")
+    num_samples = log_probs_t.shape[0]
+    return jax.nn.logsumexp(log_probs_t, axis=0) - math.log(num_samples)
 
 
 def _aleatoric(

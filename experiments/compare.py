@@ -4,12 +4,13 @@
 
 Overrides are dotted keys, e.g. ``train.epochs=50 methods.rdrop.alpha=0.5
 seeds=[0,1,2,3,4]``. Writes the run folder (default ``runs/<config name>``) and
-prints the results table. Interrupted runs resume where they stopped.
+prints the results table. Interrupted runs (Ctrl-C, SIGTERM) resume where they stopped.
 """
 
 import sys
 
 from lab import ConfigError, DataError, load_config, run_dir, run_experiment
+from lab.console import Display, experiment_hooks
 
 
 def main(argv: list[str]) -> int:
@@ -22,44 +23,15 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console()
-    console.print(f"run folder: {run_dir(cfg)}")
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-        disable=not cfg.progress,
-    )
-    tasks = {}
-
-    def on_start(method, seed, total_steps):
-        tasks[method, seed] = progress.add_task(f"{method} seed {seed}", total=total_steps, info="")
-
-    def on_eval(method, seed, step, point):
-        metric = " ".join(
-            f"{k}={v:.4f}" for k, v in point.items() if k.startswith(("train_loss", "test_"))
-        )
-        progress.update(
-            tasks[method, seed], completed=step, info=f"ep {point['epoch']:.0f} {metric}"
-        )
-
     try:
-        with progress:
-            out = run_experiment(cfg, on_eval=on_eval, on_start=on_start)
+        with Display(enabled=cfg.progress) as display:
+            display.note(f"run folder: {run_dir(cfg)}")
+            out = run_experiment(cfg, **experiment_hooks(display))
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        console.print("interrupted: run the same command again to resume from the checkpoints.")
-        return 130
-    console.print(out["table"])
-    console.print(f"wrote {run_dir(cfg)}/results.md, metrics.json, config.yaml and plots")
+    display.table(out["table"])
+    display.note(f"wrote {run_dir(cfg)}/results.md, metrics.json, config.yaml and plots")
     return 0
 
 

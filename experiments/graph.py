@@ -10,6 +10,7 @@ folder (default ``runs/<config name>``) and prints the results table.
 import sys
 
 from lab import ConfigError, DataError
+from lab.console import START_OVER, Display
 from lab.graph_config import load_graph_config
 
 
@@ -25,12 +26,13 @@ def main(argv: list[str]) -> int:
     from lab.graph import run_graph
 
     try:
-        out = run_graph(cfg)
+        with Display(resume=START_OVER) as display:
+            out = run_graph(cfg)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(out["table"])
-    print(f"wrote {cfg.output_dir or 'runs/' + cfg.name}/results.md and metrics.json")
+    display.table(out["table"])
+    display.note(f"wrote {cfg.output_dir or 'runs/' + cfg.name}/results.md and metrics.json")
     return 0
 
 

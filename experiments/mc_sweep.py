@@ -12,6 +12,7 @@ slope) into the run folder (default ``runs/<config name>``).
 import sys
 
 from lab import ConfigError, DataError, run_dir
+from lab.console import START_OVER, Display, stage_hook
 from lab.sweep_config import load_sweep_config
 
 
@@ -25,38 +26,19 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from lab.sweep import run_mc_sweep
 
-    console = Console()
-    console.print(f"run folder: {run_dir(cfg)}")
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not cfg.progress,
-    )
-    tasks = {}
-
-    def on_progress(stage, done, total):
-        if stage not in tasks:
-            tasks[stage] = progress.add_task(stage, total=total)
-        progress.update(tasks[stage], completed=done)
-
     try:
-        with progress:
-            out = run_mc_sweep(cfg, on_progress=on_progress)
+        with Display(enabled=cfg.progress, resume=START_OVER) as display:
+            display.note(f"run folder: {run_dir(cfg)}")
+            out = run_mc_sweep(cfg, on_progress=stage_hook(display))
     except (ConfigError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    console.print(out["table"])
+    display.table(out["table"])
     for rate, s in out["spread_slope"].items():
-        console.print(f"rate {rate}: spread of the MC mean ~ T^{s['mean']:.3f} (expect -0.5)")
-    console.print(f"wrote {run_dir(cfg)}/mc_sweep.md, mc_sweep.json, CSV tables and plots")
+        display.note(f"rate {rate}: spread of the MC mean ~ T^{s['mean']:.3f} (expect -0.5)")
+    display.note(f"wrote {run_dir(cfg)}/mc_sweep.md, mc_sweep.json, CSV tables and plots")
     return 0
 
 

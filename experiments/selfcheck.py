@@ -13,10 +13,9 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 import dropout_lab as dl
+from lab.console import START_OVER, Display
 
 
 def _row(name, rate, measured, expected, sd):
@@ -65,15 +64,14 @@ def main():
     parser.add_argument("--elements", type=int, default=1 << 22)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    rows = checks(jax.random.key(args.seed), args.elements, (0.1, 0.5, 0.9))
-    table = Table(title=f"dropout_lab self-check ({args.elements:,} elements, seed {args.seed})")
-    for column in ("check", "rate", "measured", "expected", "z"):
-        table.add_column(column, justify="left" if column == "check" else "right")
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
+    with Display(resume=START_OVER) as display:
+        rows = checks(jax.random.key(args.seed), args.elements, (0.1, 0.5, 0.9))
+    lines = [f"dropout_lab self-check ({args.elements:,} elements, seed {args.seed})", ""]
+    lines += ["| check | rate | measured | expected | z |", "|---|---:|---:|---:|---:|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    display.table("\n".join(lines))
     worst = max(abs(float(r[-1])) for r in rows)
-    print(f"largest |z| = {worst:.2f} over {len(rows)} checks (|z| < 5 expected)")
+    display.note(f"largest |z| = {worst:.2f} over {len(rows)} checks (|z| < 5 expected)")
     raise SystemExit(0 if worst < 5 else 1)
 
 

@@ -12,6 +12,7 @@ folder (default ``runs/<config name>``) and prints the table.
 import sys
 
 from lab import ConfigError, DataError, run_dir
+from lab.console import START_OVER, Display, stage_hook
 from lab.sweep_config import load_sweep_config
 
 
@@ -25,38 +26,19 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from lab.sweep import run_sweep
 
-    console = Console()
-    console.print(f"run folder: {run_dir(cfg)}")
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not cfg.progress,
-    )
-    tasks = {}
-
-    def on_progress(method, done, total):
-        if method not in tasks:
-            tasks[method] = progress.add_task(f"{method} (grid steps)", total=total)
-        progress.update(tasks[method], completed=done)
-
     try:
-        with progress:
-            out = run_sweep(cfg, on_progress=on_progress)
+        with Display(enabled=cfg.progress, resume=START_OVER) as display:
+            display.note(f"run folder: {run_dir(cfg)}")
+            out = run_sweep(cfg, on_progress=stage_hook(display, "{} (grid steps)"))
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    console.print(out["table"])
+    display.table(out["table"])
     for method, t in out["timing"].items():
-        console.print(f"{method}: {t['points']} models trained in {t['train_seconds']:.1f} s")
-    console.print(f"wrote {run_dir(cfg)}/sweep.md, sweep.json, sweep_*.csv and plots")
+        display.note(f"{method}: {t['points']} models trained in {t['train_seconds']:.1f} s")
+    display.note(f"wrote {run_dir(cfg)}/sweep.md, sweep.json, sweep_*.csv and plots")
     return 0
 
 

@@ -16,6 +16,7 @@ import time
 import jax
 
 from lab import ConfigError
+from lab.console import START_OVER, Display
 from lab.theory_checks import run_theory_checks, write_theory_outputs
 from lab.theory_config import load_theory_config
 
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> dict:
     path = argv.pop(0) if argv and "=" not in argv[0] else DEFAULT_CONFIG
     cfg = load_theory_config(path, argv)
     start = time.perf_counter()
-    result = run_theory_checks(cfg)
+    with Display(resume=START_OVER) as display:
+        result = run_theory_checks(cfg)
     meta = {
         "wall_time_s": round(time.perf_counter() - start, 2),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
@@ -36,10 +38,10 @@ def main(argv: list[str] | None = None) -> dict:
     }
     paths = write_theory_outputs(result, cfg, cfg.output_dir, meta)
     result["meta"], result["paths"] = meta, {k: str(v) for k, v in paths.items()}
-    print(paths["table"].read_text())
+    display.table(paths["table"].read_text())
     passed = sum(r["passed"] for r in result["rows"])
-    print(f"{passed}/{len(result['rows'])} rows pass; {meta['wall_time_s']} s; "
-          f"outputs in {cfg.output_dir}")  # fmt: skip
+    display.note(f"{passed}/{len(result['rows'])} rows pass; {meta['wall_time_s']} s; "
+                 f"outputs in {cfg.output_dir}")  # fmt: skip
     return result
 
 

@@ -166,3 +166,46 @@ def test_accuracy_takes_logits():
     np.testing.assert_allclose(
         dl.metrics.accuracy(LOGITS, LABELS), dl.metrics.accuracy(PROBS, LABELS)
     )
+
+
+def test_nll_from_log_probs_is_exact_where_nll_clips():
+    # Above eps both agree with scikit-learn's log_loss.
+    np.testing.assert_allclose(
+        jax.jit(dl.metrics.nll_from_log_probs)(jax.nn.log_softmax(LOGITS), LABELS),
+        dl.metrics.nll(jax.nn.softmax(LOGITS), LABELS),
+        rtol=1e-5,
+    )
+    # Label probability e^-40 < float32 eps (1.2e-7): the exact NLL is 40 nats; nll's
+    # clip reports -log(eps) = 15.9. A zero probability is an infinite NLL.
+    logits = jnp.array([[0.0, 40.0]])
+    assert float(dl.metrics.nll_from_log_probs(jax.nn.log_softmax(logits), jnp.array([0]))) == 40.0
+    np.testing.assert_allclose(
+        dl.metrics.nll(jax.nn.softmax(logits), jnp.array([0])), -math.log(np.finfo(np.float32).eps)
+    )
+    assert dl.metrics.nll_from_log_probs(jnp.array([[0.0, -jnp.inf]]), jnp.array([1])) == jnp.inf
+    chex.assert_trees_all_close(
+        dl.metrics.nll_from_log_probs(
+            jax.nn.log_softmax(LOGITS).reshape(3, 100, CLASSES), LABELS.reshape(3, 100)
+        ),
+        dl.metrics.nll_from_log_probs(jax.nn.log_softmax(LOGITS), LABELS),
+    )
+
+
+def test_nll_from_log_probs_refuses_logits_and_probs():
+    with pytest.raises(ValueError, match=r"above 0.*jax\.nn\.log_softmax"):
+        dl.metrics.nll_from_log_probs(LOGITS, LABELS)
+    with pytest.raises(ValueError, match="logsumexp along axis -1"):
+        dl.metrics.nll_from_log_probs(jax.nn.log_softmax(LOGITS) - 1.0, LABELS)
+    with pytest.raises(TypeError, match="integer"):
+        dl.metrics.nll_from_log_probs(jax.nn.log_softmax(LOGITS), LABELS.astype(jnp.float32))
+    jax.jit(dl.metrics.nll_from_log_probs)(LOGITS, LABELS)  # traced: cannot be checked
+
+
+def test_rmse_by_hand():
+    np.testing.assert_allclose(
+        dl.metrics.rmse(jnp.array([1.0, 3.0, -1.0]), jnp.array([1.0, 1.0, 1.0])),
+        math.sqrt(8 / 3),
+        rtol=1e-6,
+    )
+    with pytest.raises(ValueError, match="same shape"):
+        dl.metrics.rmse(jnp.zeros(3), jnp.zeros((3, 1)))

@@ -186,3 +186,25 @@ def test_mc_log_likelihood_is_stable_far_from_the_data():
     expected = -0.5 * 1e4 * (10 - 4e-3) ** 2 - math.log(5) - 0.5 * math.log(2 * math.pi / 1e4)
     assert math.isfinite(float(ll))
     np.testing.assert_allclose(ll, expected, rtol=1e-4)
+
+
+def test_predictive_log_probs_is_the_log_of_the_mean_and_exact_below_underflow():
+    logits_t = 3 * jax.random.normal(jax.random.key(7), (8, 5, 4))
+    log_probs_t = jax.nn.log_softmax(logits_t)
+    got = jax.jit(dl.uncertainty.predictive_log_probs)(log_probs_t)
+    chex.assert_shape(got, (5, 4))
+    np.testing.assert_allclose(
+        got, jnp.log(dl.uncertainty.classification(jnp.exp(log_probs_t)).mean), atol=1e-6
+    )
+    # One pass: returned unchanged, bit for bit (a deterministic prediction as T = 1).
+    assert bool(jnp.all(dl.uncertainty.predictive_log_probs(log_probs_t[:1]) == log_probs_t[0]))
+    # Class 0 has log-probability -200 and -300 in the two passes: exp underflows to 0
+    # in float32, the log-mean is -200 + log((1 + e^-100) / 2) = -200 - log 2.
+    two = jax.nn.log_softmax(jnp.array([[[-200.0, 0.0]], [[-300.0, 0.0]]]))
+    np.testing.assert_allclose(
+        dl.uncertainty.predictive_log_probs(two)[0, 0], -200 - math.log(2), rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="sample axis"):
+        dl.uncertainty.predictive_log_probs(log_probs_t[0])
+    with pytest.raises(ValueError, match="log_softmax"):
+        dl.uncertainty.predictive_log_probs(logits_t)

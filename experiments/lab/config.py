@@ -69,7 +69,8 @@ class DataConfig:
         (classes in ``ood_classes`` are removed from training and testing and form
         the OOD set), ``noise`` (standard normal inputs) or ``permuted`` (test inputs
         with their features shuffled by one fixed permutation).
-      ood_classes: labels held out when ``ood=held_out_classes``.
+      ood_classes: labels held out when ``ood=held_out_classes`` (a CSV whose labels
+        are names: their numbers, the names in sorted order).
       ood_size: number of OOD examples for ``noise``/``permuted`` (0: test size).
       toy_num_points: toy only: number of noisy points (train + val + test).
       toy_noise: toy only: standard deviation of the target noise.
@@ -350,7 +351,9 @@ class ExperimentConfig:
       mesh: see :class:`MeshConfig`; ``null`` (default): one device, no mesh.
       distributed: see :class:`DistributedConfig`.
       plots: write PNG plots.
-      progress: show a rich progress bar.
+      progress: show progress (a bar on a terminal, plain lines elsewhere).
+      fresh: recompute everything: reuse no finished result or checkpoint, even
+        those whose provenance matches (``lab.provenance``).
     """
 
     name: str = ""
@@ -365,6 +368,7 @@ class ExperimentConfig:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     plots: bool = True
     progress: bool = True
+    fresh: bool = False
 
 
 def merge_config(schema: type, path: str | pathlib.Path | None, overrides: Sequence[str]) -> Any:
@@ -470,7 +474,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_range("data.toy_noise", d.toy_noise, 0.0)
     _check_range("data.max_examples", d.max_examples, 0)
     if d.ood == "held_out_classes" and not d.ood_classes:
-        _fail("data.ood_classes", list(d.ood_classes), "ood=held_out_classes needs classes.")
+        _fail("data.ood_classes", [], "name the labels to hold out, or use data.ood=noise.")
     _check_choice("model.architecture", m.architecture, ARCHITECTURES)
     if not m.hidden and m.architecture == "mlp":
         _fail("model.hidden", list(m.hidden), "needs at least one hidden layer.")

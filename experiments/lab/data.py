@@ -7,22 +7,31 @@ out-of-distribution set the config asks for. Nothing is downloaded.
 
 from __future__ import annotations
 
-import csv
-import gzip
-import pathlib
-import struct
 from dataclasses import dataclass
 
 import numpy as np
 
 from lab.config import DataConfig
+from lab.files import DataError, load_csv, load_idx, load_npz, read_idx
+
+__all__ = [
+    "TOY_DATA_RANGES",
+    "TOY_PLOT_RANGE",
+    "DataError",
+    "Dataset",
+    "load_csv",
+    "load_dataset",
+    "load_idx",
+    "load_mnist1d",
+    "load_npz",
+    "load_raw",
+    "load_toy",
+    "read_idx",
+    "toy_function",
+]
 
 TOY_DATA_RANGES = ((-4.0, -1.0), (1.0, 4.0))
 TOY_PLOT_RANGE = (-6.0, 6.0)
-
-
-class DataError(ValueError):
-    """A data file is missing or malformed, or the data contains NaNs."""
 
 
 @dataclass
@@ -43,6 +52,8 @@ class Dataset:
       y_std: regression: standard deviation used to standardize targets (1 otherwise).
       x_mean: per-feature train mean subtracted from inputs.
       x_std: per-feature train scale inputs were divided by.
+      label_names: classification from a CSV whose labels are names: the name of each
+        label ``0 .. num_classes-1`` (names numbered in sorted order); else ``None``.
     """
 
     task: str
@@ -58,6 +69,7 @@ class Dataset:
     x_std: np.ndarray
     y_mean: float = 0.0
     y_std: float = 1.0
+    label_names: list[str] | None = None
 
     @property
     def num_features(self) -> int:
@@ -113,97 +125,6 @@ def load_toy(num_points: int, noise: float, seed: int) -> tuple[np.ndarray, np.n
     return x[:, None], y, "regression"
 
 
-def load_csv(path: str | pathlib.Path, target: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """Reads a numeric CSV with a header row; ``target`` names the label column.
-
-    The task is classification when every target is an integer, else regression.
-
-    Raises:
-      DataError: missing file, missing column, non-numeric or empty cells.
-    """
-    path = _existing(path)
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise DataError(f"{path}: the file is empty.")
-    header = [h.strip() for h in rows[0]]
-    if target not in header:
-        raise DataError(f"{path}: no column named {target!r}; columns are {header}.")
-    try:
-        table = np.array([[float(c) if c.strip() else np.nan for c in r] for r in rows[1:]])
-    except ValueError as err:
-        raise DataError(f"{path}: a cell is not a number ({err}).") from err
-    if table.ndim != 2 or table.shape[1] != len(header):
-        raise DataError(f"{path}: rows do not all have {len(header)} cells.")
-    col = header.index(target)
-    y = table[:, col]
-    x = np.delete(table, col, axis=1)
-    finite_y = y[np.isfinite(y)]
-    task = "classification" if np.all(finite_y == np.round(finite_y)) else "regression"
-    return x, y, task
-
-
-def load_npz(path: str | pathlib.Path, x_key: str = "x", y_key: str = "y"):
-    """Reads inputs and targets from a ``.npz`` file (arrays ``x_key`` and ``y_key``).
-
-    Images are flattened to ``[n, features]``. Integer targets mean classification.
-
-    Raises:
-      DataError: missing file or key.
-    """
-    path = _existing(path)
-    with np.load(path) as data:
-        for key in (x_key, y_key):
-            if key not in data:
-                raise DataError(f"{path}: no array {key!r}; arrays are {sorted(data.files)}.")
-        x, y = data[x_key], data[y_key]
-    task = "classification" if np.issubdtype(y.dtype, np.integer) else "regression"
-    return x.reshape(len(x), -1), y, task
-
-
-_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def read_idx(path: str | pathlib.Path) -> np.ndarray:
-    """Reads one IDX file (the MNIST format), gzipped or not.
-
-    Raises:
-      DataError: missing file or a bad header.
-    """
-    path = _existing(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path}: not an IDX file (bad magic number).")
-    ndim = raw[3]
-    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    body = raw[4 + 4 * ndim :]
-    if len(body) != int(np.prod(shape)) * dtype.itemsize:
-        raise DataError(f"{path}: header says shape {shape} but the data size differs.")
-    return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
-
-
-def load_idx(images: str | pathlib.Path, labels: str | pathlib.Path):
-    """Reads an MNIST-style pair of IDX files: images ``[n, ...]`` and labels ``[n]``.
-
-    Raises:
-      DataError: missing files, bad headers, or counts that differ.
-    """
-    x, y = read_idx(images), read_idx(labels)
-    if len(x) != len(y):
-        raise DataError(f"{images} has {len(x)} items but {labels} has {len(y)}.")
-    return x.reshape(len(x), -1).astype(np.float64), y.astype(np.int64), "classification"
-
-
-def _existing(path: str | pathlib.Path) -> pathlib.Path:
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {str(path)!r} does not exist.")
-    return path
-
-
 def _given(value: str | None, key: str, name: str) -> str:
     if not value:
         raise DataError(f"data.name={name!r} needs {key}; set it in the config.")
@@ -211,7 +132,14 @@ def _given(value: str | None, key: str, name: str) -> str:
 
 
 def load_raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, str]:
-    """Raw ``(x [n, features], y [n], task)`` for ``cfg.name``, before any split."""
+    """Raw ``(x [n, features], y [n], task)`` for ``cfg.name``, before any split.
+
+    ``y`` holds strings when a CSV's labels are class names (see :func:`load_csv`).
+
+    Raises:
+      DataError: see the loaders; also NaN or inf values, names with
+        ``data.task=regression``, non-integer classification targets.
+    """
     if cfg.name in ("digits", "breast_cancer", "diabetes"):
         x, y, task = _sklearn(cfg.name)
     elif cfg.name == "mnist1d":
@@ -233,16 +161,95 @@ def load_raw(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, str]:
     source = cfg.path or cfg.name
     if x.ndim != 2 or y.shape != (len(x),):
         raise DataError(f"{source}: expected x [n, features] and y [n], got {x.shape}, {y.shape}.")
-    for what, arr in (("inputs", x), ("targets", y)):
+    named = y.dtype.kind == "U"  # class names, from a CSV
+    if named and task == "regression":
+        raise DataError(
+            f"{source}: the targets are class names ({', '.join(np.unique(y)[:3])}, ...); "
+            "data.task=regression needs numbers (data.task=auto reads names as classes)."
+        )
+    for what, arr in [("inputs", x)] + ([] if named else [("targets", y)]):
         bad = ~np.isfinite(arr.astype(np.float64))
         if bad.any():
             rows = np.unique(np.nonzero(bad)[0])[:5].tolist()
-            raise DataError(f"{source}: {what} contain NaN or inf (rows {rows} ...).")
-    if task == "classification" and np.any(y != np.round(y)):
+            raise DataError(f"{source}: {what} contain NaN or inf (examples {rows}, 0-based).")
+    if task == "classification" and not named and np.any(y != np.round(y)):
         raise DataError(f"{source}: classification targets must be integers.")
     if cfg.max_examples:
         x, y = x[: cfg.max_examples], y[: cfg.max_examples]
     return x, y, task
+
+
+def _check_ood(cfg: DataConfig, task: str, num_features: int) -> None:
+    """Raises :class:`DataError` when ``data.ood`` cannot work on this data."""
+    if cfg.ood == "held_out_classes" and task != "classification":
+        raise DataError(
+            f"data.ood=held_out_classes holds out classes, but the task is {task}; "
+            "use data.ood=noise (random inputs as the OOD set)."
+        )
+    if cfg.ood == "permuted" and num_features < 2:
+        raise DataError(
+            f"data.ood=permuted shuffles the features, but the data has {num_features}; "
+            "use data.ood=noise (random inputs as the OOD set)."
+        )
+
+
+def _held_out(asked: list[int], y: np.ndarray, names: np.ndarray | None) -> np.ndarray:
+    """Mask ``[n]`` of the examples whose class is in ``data.ood_classes``.
+
+    Raises:
+      DataError: a class that is not in the data, or fewer than 2 classes left to train
+        on; the message lists the classes and names a setting that works.
+    """
+    classes = np.unique(y).tolist()
+    unknown = [c for c in asked if c not in classes]
+    kept = [c for c in classes if c not in asked]
+    if not unknown and len(kept) >= 2:
+        return np.isin(y, asked)
+    if unknown:
+        problem = f"names {_listed(unknown)}, which are not classes of this data"
+    else:
+        problem = f"leaves {len(kept)} of {len(classes)} classes to train on (2 are needed)"
+    listed = ", ".join(f"{c} ({str(names[c])!r})" if names is not None else f"{c}" for c in classes)
+    fix = "use data.ood=noise (random inputs as the OOD set)"
+    # Some of the asked classes that leave 2 to train on, else the last class.
+    valid = [c for c in asked if c in classes][: len(classes) - 2] or classes[-1:]
+    if len(classes) > 2:
+        fix = f"hold out some classes, e.g. data.ood_classes={_listed(valid)}, or {fix}"
+    raise DataError(
+        f"data.ood_classes={_listed(asked)} {problem}; the classes are {listed}: {fix}."
+    )
+
+
+def _listed(values: list[int]) -> str:
+    """``[1,2]``: a list as a command-line override writes it (no spaces)."""
+    return "[" + ",".join(map(str, values)) + "]"
+
+
+def _class_labels(
+    cfg: DataConfig, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str] | None]:
+    """Classification labels as ``0 .. k-1``, without the held-out classes.
+
+    Class names (strings) are first numbered in sorted order: those are the numbers
+    ``data.ood_classes`` names. The classes kept for training are then renumbered
+    ``0 .. k-1`` in increasing order.
+
+    Returns:
+      ``(x, y, x_ood, label_names)``: kept inputs ``[n, features]`` and labels
+      ``[n]``, held-out inputs (or ``None``), and the name of each label ``0 .. k-1``
+      (``None`` when the labels were numbers).
+    """
+    names = None
+    if y.dtype.kind == "U":
+        names, y = np.unique(y, return_inverse=True)
+    y = y.astype(np.int64)
+    x_ood = None
+    if cfg.ood == "held_out_classes":
+        held = _held_out(list(cfg.ood_classes), y, names)
+        x_ood, x, y = x[held], x[~held], y[~held]
+    classes, y = np.unique(y, return_inverse=True)
+    label_names = None if names is None else [str(names[c]) for c in classes]
+    return x, y, x_ood, label_names
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
@@ -258,24 +265,12 @@ def load_dataset(cfg: DataConfig) -> Dataset:
       DataError: see the loaders; also an OOD choice that does not fit the data.
     """
     x, y, task = load_raw(cfg)
+    _check_ood(cfg, task, x.shape[1])
     rng = np.random.default_rng(cfg.split_seed)
-    x_ood = None
+    x_ood, label_names, num_classes = None, None, 1
     if task == "classification":
-        y = y.astype(np.int64)
-        if cfg.ood == "held_out_classes":
-            held = np.isin(y, list(cfg.ood_classes))
-            if not held.any() or held.all():
-                raise DataError(
-                    f"data.ood_classes={list(cfg.ood_classes)} must name some, not all, "
-                    f"of the classes {np.unique(y).tolist()}."
-                )
-            x_ood, x, y = x[held], x[~held], y[~held]
-        classes, y = np.unique(y, return_inverse=True)
-        num_classes = len(classes)
-    else:
-        if cfg.ood == "held_out_classes":
-            raise DataError("data.ood='held_out_classes' needs a classification task.")
-        num_classes = 1
+        x, y, x_ood, label_names = _class_labels(cfg, x, y)
+        num_classes = len(np.unique(y))
     order = rng.permutation(len(x))
     n_test = max(1, round(cfg.test_fraction * len(x)))
     n_val = round(cfg.val_fraction * len(x))
@@ -321,4 +316,5 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         y_std=y_std,
         x_mean=x_mean,
         x_std=x_std,
+        label_names=label_names,
     )

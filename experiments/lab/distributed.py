@@ -101,6 +101,14 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
+def sync(name: str) -> None:
+    """Waits until every process reaches the point called ``name`` (one process: no-op)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def make_mesh(cfg: MeshConfig | None, devices: list | None = None) -> Mesh | None:
     """The ``("data", "model")`` mesh of ``cfg`` (``None``: no mesh, one device).
 

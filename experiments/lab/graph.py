@@ -30,14 +30,11 @@ import optax
 from jax.typing import ArrayLike
 
 from dropout_lab import ops
-from lab import report
+from lab import provenance, report, scores
 from lab.config import DataConfig
 from lab.data import load_dataset
-from lab.evaluate import _jitted
 from lab.graph_config import GraphConfig, enabled_graph_methods
 from lab.run import _write_atomic
-
-scores = _jitted("scores")  # accuracy, NLL, ECE, Brier of (probs, labels, num_bins)
 
 
 class Graph(NamedTuple):
@@ -185,25 +182,25 @@ def train(
 
 @jax.jit
 def predict(params: dict, graph: Graph) -> jax.Array:
-    """Class probabilities ``[num_nodes, num_classes]`` of the full graph, no dropout."""
+    """Class log-probabilities ``[num_nodes, num_classes]`` of the full graph, no dropout."""
     logits = forward(params, graph, jax.random.key(0), 0.0, method="none", deterministic=True)
-    return jax.nn.softmax(logits)
+    return jax.nn.log_softmax(logits)
 
 
 def evaluate(params: dict, graph: Graph, num_bins: int) -> dict[str, float]:
     """Accuracy, NLL (train and test nodes), ECE and Brier score (test nodes).
 
-    The scores are :mod:`dropout_lab.metrics`' (one jitted program, as in
-    :mod:`lab.evaluate`).
+    The scores are :func:`lab.scores.classification`'s, as in :mod:`lab.evaluate`
+    (one deterministic pass: ``T = 1``).
     """
-    probs = np.asarray(predict(params, graph))
+    log_probs = np.asarray(predict(params, graph))
     labels, mask = np.asarray(graph.labels), np.asarray(graph.train_mask)
     out = {}
     for split, rows in (("train", mask), ("test", ~mask)):
-        acc, nll, ece, brier = scores(probs[rows], labels[rows], num_bins)
-        out[f"{split}_acc"], out[f"{split}_nll"] = float(acc), float(nll)
+        got = scores.classification(log_probs[None, rows], labels[rows], num_bins)
+        out[f"{split}_acc"], out[f"{split}_nll"] = float(got["acc"]), float(got["nll"])
         if split == "test":
-            out["ece"], out["brier"] = float(ece), float(brier)
+            out["ece"], out["brier"] = float(got["ece"]), float(got["brier"])
     out["gap"] = out["train_acc"] - out["test_acc"]
     out["nll_gap"] = out["test_nll"] - out["train_nll"]
     return out
@@ -248,6 +245,7 @@ def run_graph(cfg: GraphConfig) -> dict:
         "num_train": num_train,
         "num_test": int(graph.x.shape[0]) - num_train,
     }
+    record = provenance.of_run(cfg, provenance.data_hash(graph))
     out = {
         "name": cfg.name,
         "seeds": list(cfg.seeds),
@@ -256,6 +254,7 @@ def run_graph(cfg: GraphConfig) -> dict:
         "summary": summary,
         "final_train_loss": final_loss,
         "table": text,
+        "provenance": record,
     }
     folder = pathlib.Path(cfg.output_dir or pathlib.Path("runs") / cfg.name)
     _write_atomic(folder / "metrics.json", json.dumps(out, indent=1))
@@ -265,5 +264,6 @@ def run_graph(cfg: GraphConfig) -> dict:
         f"nodes: {num_train} train / {sizes['num_test']} test, {sizes['num_edges']} "
         f"directed edges), GCN hidden {cfg.hidden}, {cfg.steps} full-graph steps.\n\n"
     )
-    _write_atomic(folder / "results.md", header + text)
+    footer = "\n" + provenance.footer(record)
+    _write_atomic(folder / "results.md", header + text.rstrip("\n") + "\n" + footer)
     return out

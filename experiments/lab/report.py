@@ -1,11 +1,22 @@
-"""Summaries over seeds (mean +- standard error), the Markdown table and PNG plots."""
+"""Summaries over seeds (mean +- standard error), the Markdown table, figure captions.
+
+Also the plotting setup every figure shares (pyplot, fonts, panel grid, saving); the
+run folder's figures are drawn by :mod:`lab.figures`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pathlib
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 # (key, header, format) in table order; missing keys are skipped.
 CLASSIFICATION_COLUMNS = (
@@ -33,6 +44,26 @@ REGRESSION_COLUMNS = (
     ("pruned_fraction", "pruned weights", "{:.3f}"),
     ("seconds_per_epoch", "s/epoch", "{:.2g}"),
 )
+
+# Readable at the saved size: font sizes in points, figures in inches at DPI.
+STYLE = {"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9}
+STYLE |= {"xtick.labelsize": 9, "ytick.labelsize": 9, "figure.titlesize": 11}
+DPI = 120
+MAX_COLUMNS = 4  # panels per row before wrapping
+# What the out-of-distribution set is, per ``data.ood`` (``lab.config.OOD_KINDS``).
+OOD_SETS = {
+    "held_out_classes": "held-out classes {classes}, never trained on",
+    "noise": "Gaussian noise inputs with the training inputs' mean and std",
+    "permuted": "test inputs with their features shuffled by one fixed permutation",
+}
+
+
+class Plot(NamedTuple):
+    """A written figure: its file, the (closed) figure object and its caption."""
+
+    path: pathlib.Path
+    figure: Figure
+    caption: str
 
 
 def summarize(per_seed: dict[str, dict]) -> dict[str, dict[str, float]]:
@@ -73,6 +104,7 @@ def table(summary: dict[str, dict], task: str) -> str:
 
 
 def _plt():
+    """``matplotlib.pyplot`` on the file-only Agg backend, imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,95 +113,69 @@ def _plt():
     return plt
 
 
-def plot_learning_curves(histories: dict[str, list[dict]], task: str, path: pathlib.Path):
-    """Train and test curves per method (one seed), loss and accuracy/RMSE panels."""
-    plt = _plt()
-    panels = (
-        (("nll", "NLL"), ("acc", "accuracy")) if task == "classification" else (("rmse", "RMSE"),)
-    )
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
-    for ax, (key, label) in zip(axes[0], panels, strict=True):
-        for i, (method, hist) in enumerate(histories.items()):
-            epochs = [p["epoch"] for p in hist]
-            color = f"C{i}"
-            ax.plot(epochs, [p[f"train_{key}"] for p in hist], "--", color=color, alpha=0.7)
-            ax.plot(epochs, [p[f"test_{key}"] for p in hist], "-", color=color, label=method)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(f"{label} (dashed: train, solid: test)")
-        if key == "nll":
-            ax.set_yscale("log")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    """Font sizes of :data:`STYLE` while a figure is drawn and saved."""
+    with _plt().rc_context(STYLE):
+        yield
 
 
-def plot_reliability(arrays: dict[str, dict], num_bins: int, path: pathlib.Path):
-    """Reliability diagram per method: accuracy against confidence in equal-width bins."""
-    plt = _plt()
-    methods = list(arrays)
-    fig, axes = plt.subplots(1, len(methods), figsize=(3 * len(methods), 3.2), squeeze=False)
-    from dropout_lab import metrics
-
-    for ax, method in zip(axes[0], methods, strict=True):
-        diagram = metrics.reliability_diagram(
-            arrays[method]["test_probs"], arrays[method]["test_labels"], num_bins
-        )
-        edges, accs = np.asarray(diagram.edges), np.asarray(diagram.accuracy)
-        ax.bar(edges[:-1], accs, width=1 / num_bins, align="edge", edgecolor="k", alpha=0.7)
-        ax.plot([0, 1], [0, 1], "r--")
-        ax.set_title(method)
-        ax.set_xlabel("confidence")
-    axes[0][0].set_ylabel("accuracy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def save(fig: Figure, path: pathlib.Path, caption: str) -> Plot:
+    """Writes ``fig`` (legends outside the axes included) and closes it."""
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    _plt().close(fig)
+    return Plot(path, fig, caption)
 
 
-def plot_ood_histograms(arrays: dict[str, dict], path: pathlib.Path):
-    """Histograms of the uncertainty score on in- vs out-of-distribution inputs."""
-    plt = _plt()
-    panels = []
-    for method, arr in arrays.items():
-        if "score_out" in arr:
-            panels.append((f"{method}: predictive entropy", arr["score_in"], arr["score_out"]))
-        if "mi_out" in arr:
-            panels.append((f"{method}: mutual information", arr["mi_in"], arr["mi_out"]))
-    if not panels:
-        return
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False)
-    for ax, (title, s_in, s_out) in zip(axes[0], panels, strict=True):
-        bins = np.linspace(0, max(s_in.max(), s_out.max(), 1e-6), 30)
-        ax.hist(s_in, bins, alpha=0.6, density=True, label="in")
-        ax.hist(s_out, bins, alpha=0.6, density=True, label="out")
-        ax.set_title(title, fontsize=8)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def panels(
+    num: int,
+    width: float,
+    height: float,
+    ratios: tuple[float, ...] = (1.0,),
+    sharey: bool = False,
+    legend_width: float = 0.0,
+) -> tuple[Figure, list[tuple[tuple[Axes, ...], bool]]]:
+    """A figure of ``num`` panels, at most :data:`MAX_COLUMNS` per row.
+
+    Args:
+      num: number of panels.
+      width: inches per column.
+      height: inches per panel.
+      ratios: relative heights of the axes stacked in each panel, top first.
+      sharey: every panel's first axes shares the first panel's y axis.
+      legend_width: inches added for a legend beside the panels.
+
+    Returns:
+      ``(fig, panels)``: per panel, its stacked axes (sharing x) and whether it is
+      in the first column.
+    """
+    grid_rows = math.ceil(num / MAX_COLUMNS)
+    cols = math.ceil(num / grid_rows)  # rows as full as possible, e.g. 5 = 3 + 2
+    size = (width * cols + legend_width, height * grid_rows)
+    fig = _plt().figure(figsize=size, layout="constrained")
+    outer = fig.add_gridspec(grid_rows, cols)
+    panels: list[tuple[tuple[Axes, ...], bool]] = []
+    for i in range(num):
+        inner = outer[divmod(i, cols)].subgridspec(len(ratios), 1, height_ratios=ratios)
+        y = panels[0][0][0] if sharey and panels else None
+        top = fig.add_subplot(inner[0], sharey=y)
+        rest = [fig.add_subplot(inner[k], sharex=top) for k in range(1, len(ratios))]
+        panels.append(((top, *rest), i % cols == 0))
+    return fig, panels
 
 
-def plot_toy(arrays: dict[str, dict], data_xy: tuple[np.ndarray, np.ndarray], truth, path):
-    """1-D toy: data, true function and each method's mean +- 2 predictive std."""
-    plt = _plt()
-    methods = [m for m in arrays if "grid_x" in arrays[m]]
-    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.2), squeeze=False)
-    x, y = data_xy
-    for ax, method in zip(axes[0], methods, strict=True):
-        a = arrays[method]
-        g = a["grid_x"]
-        ax.fill_between(
-            g,
-            a["grid_mean"] - 2 * a["grid_std"],
-            a["grid_mean"] + 2 * a["grid_std"],
-            alpha=0.3,
-            label="±2 std",
-        )
-        ax.plot(g, a["grid_mean"], label="mean")
-        ax.plot(g, truth(g), "k--", lw=1, label="truth")
-        ax.scatter(x, y, s=4, c="k")
-        ax.set_title(method)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def captions(plots: Sequence[Plot | None]) -> str:
+    """Markdown ``## Figures`` section: each figure embedded under its caption."""
+    lines = ["## Figures", ""]
+    for plot in plots:
+        if plot is not None:
+            name = plot.path.name
+            lines += [f"**{name}**: {plot.caption}", "", f"![{name}]({name})", ""]
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def ood_description(kind: str, classes: list[int] | tuple[int, ...] = ()) -> str:
+    """What "out" means for ``data.ood == kind`` (empty for ``none``)."""
+    if kind not in OOD_SETS:
+        return ""
+    return OOD_SETS[kind].format(classes=", ".join(str(c) for c in classes))

@@ -4,28 +4,33 @@ Run folder layout (``cfg.output_dir``, default ``runs/<name>``)::
 
     config.yaml          the resolved config (load it again to repeat the run)
     metrics.json         per-seed metrics, mean/se summaries, learning curves
-    results.md           the table (mean ± standard error over seeds)
-    *.png                learning curves, reliability, OOD histograms, toy band
+    results.md           the table (mean ± standard error over seeds), figure captions
+    *.png                learning curves, reliability, OOD histograms, toy band (all seeds)
     checkpoints/<method>-<fingerprint>/seed_<s>/   orbax checkpoints
+    checkpoints/<method>-<fingerprint>/seed_<s>.provenance.json   what they came from
     results/<method>-<fingerprint>/seed_<s>.json   finished (method, seed) metrics
 
-A finished (method, seed) is never recomputed; an unfinished one resumes from its last
-checkpoint. The fingerprint hashes everything that changes a method's numbers, so a
-run with different overrides in the same folder does not reuse stale results.
+A finished (method, seed) is reused and an unfinished one resumes from its last
+checkpoint only when its provenance (:mod:`lab.provenance`: the method's resolved
+settings, a hash of the loaded data arrays, the code version) matches this run's;
+otherwise one line says what changed and it is recomputed. ``fresh=true`` reuses
+nothing. The fingerprint hashes the settings that change a method's numbers, so runs
+with different overrides in the same folder keep apart.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import os
 import pathlib
+import shutil
 from collections.abc import Callable
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from lab import distributed, evaluate, report
+from lab import distributed, evaluate, figures, provenance, report
 from lab.config import ExperimentConfig, enabled_methods, to_yaml
 from lab.data import TOY_PLOT_RANGE, Dataset, load_dataset, toy_function
 from lab.model import describe
@@ -37,14 +42,18 @@ def run_dir(cfg: ExperimentConfig) -> pathlib.Path:
     return pathlib.Path(cfg.output_dir or os.path.join("runs", cfg.name))
 
 
-def fingerprint(cfg: ExperimentConfig, method: str) -> str:
-    """Hash of the settings that determine ``method``'s results (not seeds or flags)."""
+def method_settings(cfg: ExperimentConfig, method: str) -> dict:
+    """The resolved settings that determine ``method``'s results (not seeds or flags)."""
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)  # a structured config converts to a dict
     relevant = {k: container[k] for k in ("data", "model", "train", "eval")}
     relevant["method"] = container["methods"][method]
-    text = json.dumps(relevant, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
+    return relevant
+
+
+def fingerprint(cfg: ExperimentConfig, method: str) -> str:
+    """Hash of the settings that determine ``method``'s results (not seeds or flags)."""
+    return provenance.config_hash(method_settings(cfg, method))[:10]
 
 
 def _write_atomic(path: pathlib.Path, text: str) -> None:
@@ -56,26 +65,82 @@ def _write_atomic(path: pathlib.Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _reusable(
+    path: pathlib.Path, folder: pathlib.Path, current: dict, fresh: bool, say: Callable
+) -> dict | None:
+    """The finished result at ``path`` if its provenance matches ``current``; else says why."""
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    reason = provenance.stale_reason(saved.get("provenance"), current, fresh=fresh)
+    if reason is None:
+        return saved
+    say(provenance.note(path.relative_to(folder).as_posix(), reason))
+    return None
+
+
+def _prepare_checkpoints(
+    directory: pathlib.Path, folder: pathlib.Path, current: dict, fresh: bool, say: Callable
+) -> None:
+    """Keeps ``directory``'s checkpoints only if their provenance matches ``current``.
+
+    The record lives next to them (``seed_<s>.provenance.json``); stale checkpoints are
+    deleted (by process 0, every process waiting) and the new record written.
+    """
+    marker = directory.with_name(directory.name + ".provenance.json")
+    found = directory.is_dir() and any(directory.iterdir())
+    reason = None
+    if found:
+        saved = json.loads(marker.read_text()) if marker.is_file() else None
+        reason = provenance.stale_reason(saved, current, fresh=fresh)
+    if reason is not None:
+        say(provenance.note(directory.relative_to(folder).as_posix() + "/", reason))
+    distributed.sync(f"{directory}: provenance read")  # every process read, then write
+    if reason is not None and distributed.is_primary():
+        shutil.rmtree(directory)
+    if reason is not None or not found:
+        _write_atomic(marker, json.dumps(current, indent=1))
+    distributed.sync(f"{directory}: provenance written")
+
+
 def run_one(
     trainer: Trainer,
     seed: int,
     folder: pathlib.Path,
     tag: str,
     *,
+    current: dict,
+    fresh: bool = False,
     on_eval: Callable[[int, dict], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> dict:
     """Trains (or resumes) and evaluates one (method, seed); cached in ``results/``.
 
+    Args:
+      trainer: the method's trainer.
+      seed: the training seed.
+      folder: the run folder.
+      tag: ``<method>-<fingerprint>``.
+      current: this run's :func:`~lab.provenance.record` for the method; finished
+        results and checkpoints are reused only when theirs matches.
+      fresh: reuse nothing.
+      on_eval: ``on_eval(step, point)`` after each evaluation.
+      on_note: receives the line that says why a result is recomputed.
+
     Returns:
-      ``{"metrics", "history", "timing"}`` (arrays for plots are saved next to it as
-      ``seed_<s>.npz``).
+      ``{"metrics", "history", "timing", "provenance", "reused"}`` (``reused``: read
+      from an earlier run; arrays for plots are saved next to it as ``seed_<s>.npz``).
     """
     result_path = folder / "results" / tag / f"seed_{seed}.json"
-    if result_path.is_file():
-        return json.loads(result_path.read_text())
-    state, history, timing = trainer.fit(
-        seed, folder / "checkpoints" / tag / f"seed_{seed}", on_eval=on_eval
-    )
+    said: list[str] = []
+    cached = _reusable(result_path, folder, current, fresh, said.append)
+    if cached is not None:
+        return {**cached, "reused": True}
+    checkpoints = folder / "checkpoints" / tag / f"seed_{seed}"
+    _prepare_checkpoints(checkpoints, folder, current, fresh, said.append)
+    if said and on_note is not None:
+        on_note(said[0])  # one line per (method, seed)
+    state, history, timing = trainer.fit(seed, checkpoints, on_eval=on_eval)
     keys = RunKeys.from_seed(seed)
     if trainer.task == "classification":
         metrics, arrays = evaluate.classification(trainer, state["params"], keys)
@@ -88,11 +153,14 @@ def run_one(
     metrics.update(trainer.unpruned_metrics(state["params"]))
     metrics["seconds_per_epoch"] = timing["seconds_per_epoch"]
     result = {"metrics": metrics, "history": history, "timing": timing}
+    result["provenance"] = provenance.record(
+        current["config_hash"], current["data_hash"], current["code"]
+    )
     if distributed.is_primary():
         result_path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(result_path.with_suffix(".npz"), **arrays)
     _write_atomic(result_path, json.dumps(result, indent=1))
-    return result
+    return {**result, "reused": False}
 
 
 def run_experiment(
@@ -100,6 +168,8 @@ def run_experiment(
     *,
     on_eval: Callable[[str, int, int, dict], None] | None = None,
     on_start: Callable[[str, int, int], None] | None = None,
+    on_done: Callable[[str, int, dict], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
     data: Dataset | None = None,
 ) -> dict:
     """Runs every enabled method over every seed and writes the run folder.
@@ -108,72 +178,106 @@ def run_experiment(
       cfg: a checked config (:func:`~lab.config.load_config`).
       on_eval: ``on_eval(method, seed, step, point)`` after each evaluation.
       on_start: ``on_start(method, seed, total_steps)`` before each (method, seed).
+      on_done: ``on_done(method, seed, result)`` after each (:func:`run_one`'s result).
+      on_note: ``on_note(line)`` when a saved result or checkpoint is not reused:
+        ``<path>: <what changed>; recomputing`` (:mod:`lab.provenance`).
       data: an already loaded data set (default: loaded from ``cfg.data``).
 
     Returns:
       The content of ``metrics.json``: ``task``, ``per_seed``, ``summary``,
-      ``timing`` and ``table``.
+      ``timing``, ``table`` and ``provenance`` (its ``recomputed``: the lines said).
     """
     distributed.initialize(cfg.distributed)  # before anything touches a device
     data = data if data is not None else load_dataset(cfg.data)
+    code, data_hash = provenance.code_version(), provenance.data_hash(data)  # once a run
+    notes, say = _collector(on_note)
     methods = enabled_methods(cfg)
     folder = run_dir(cfg)
     _write_atomic(folder / "config.yaml", to_yaml(cfg))
     per_seed: dict[str, dict] = {}
-    histories: dict[str, list] = {}
+    curves: dict[str, dict] = {}  # [method][seed]: learning curve
     timing: dict[str, dict] = {}
-    arrays: dict[str, dict] = {}
+    arrays: dict[str, dict] = {}  # [method][seed]: evaluation arrays for the plots
     for method in methods:
         trainer = Trainer(cfg, method, data)
-        tag = f"{method}-{fingerprint(cfg, method)}"
+        current = provenance.record(fingerprint(cfg, method), data_hash, code)
+        tag = f"{method}-{current['config_hash']}"
         per_seed[method] = {}
         for seed in cfg.seeds:
             if on_start is not None:
                 on_start(method, seed, trainer.total_steps)
-            hook = None
-            if on_eval is not None:
-
-                def hook(step, point, method=method, seed=seed):
-                    on_eval(method, seed, step, point)
-
-            result = run_one(trainer, seed, folder, tag, on_eval=hook)
+            hook = None if on_eval is None else functools.partial(on_eval, method, seed)
+            result = run_one(
+                trainer, seed, folder, tag, current=current, fresh=cfg.fresh, on_eval=hook,
+                on_note=say,
+            )  # fmt: skip
+            if on_done is not None:
+                on_done(method, seed, result)
             per_seed[method][str(seed)] = result["metrics"]
-            if seed == cfg.seeds[0]:
-                histories[method] = result["history"]
-                timing[method] = result["timing"]
-                if distributed.is_primary():
-                    with np.load(folder / "results" / tag / f"seed_{seed}.npz") as z:
-                        arrays[method] = dict(z)
+            curves.setdefault(method, {})[str(seed)] = result["history"]
+            timing.setdefault(method, result["timing"])  # the first seed's
+            if distributed.is_primary():
+                with np.load(folder / "results" / tag / f"seed_{seed}.npz") as z:
+                    arrays.setdefault(method, {})[str(seed)] = dict(z)
     summary = {m: report.summarize(s) for m, s in per_seed.items()}
     text = report.table(summary, data.task)
     out = {
         "name": cfg.name,
         "task": data.task,
+        "label_names": data.label_names,  # CSV class names of labels 0..k-1, else None
         "seeds": list(cfg.seeds),
         "per_seed": per_seed,
         "summary": summary,
         "timing": timing,
-        "learning_curves": histories,
+        "learning_curves": {m: c[str(cfg.seeds[0])] for m, c in curves.items()},
         "table": text,
+        "provenance": {**provenance.of_run(cfg, data_hash, code), "recomputed": notes},
     }
+    plotted = cfg.plots and distributed.is_primary()
+    captions = _plots(cfg, data, folder, curves, arrays) if plotted else ""
+    _write_reports(cfg, data, folder, out, captions)
+    return out
+
+
+def _write_reports(
+    cfg: ExperimentConfig, data: Dataset, folder: pathlib.Path, out: dict, captions: str = ""
+) -> None:
+    """Writes ``metrics.json`` and ``results.md`` (the table, the figures' ``captions``,
+    its provenance at the end)."""
     _write_atomic(folder / "metrics.json", json.dumps(out, indent=1))
     header = (
         f"# {cfg.name}\n\nmean ± standard error over seeds {list(cfg.seeds)}; "
         f"data `{cfg.data.name}` ({len(data.x_train)} train / {len(data.x_test)} test), "
         f"{describe(cfg.model)}, {cfg.train.epochs} epochs.\n\n"
     )
-    _write_atomic(folder / "results.md", header + text)
-    if cfg.plots and distributed.is_primary():
-        _plots(cfg, data, folder, histories, arrays)
-    return out
+    footer = "\n" + provenance.footer(out["provenance"])
+    table = out["table"].rstrip("\n") + "\n"
+    _write_atomic(folder / "results.md", header + table + (captions and "\n" + captions) + footer)
 
 
-def _plots(cfg, data: Dataset, folder: pathlib.Path, histories, arrays) -> None:
-    report.plot_learning_curves(histories, data.task, folder / "learning_curves.png")
+def _collector(on_note: Callable[[str], None] | None) -> tuple[list[str], Callable[[str], None]]:
+    """A list of the lines said, and the function that says one (to ``on_note`` too)."""
+    notes: list[str] = []
+
+    def say(line: str) -> None:
+        notes.append(line)
+        if on_note is not None:
+            on_note(line)
+
+    return notes, say
+
+
+def _plots(cfg, data: Dataset, folder: pathlib.Path, curves: dict, arrays: dict) -> str:
+    """Writes the PNGs of every seed's ``curves`` and ``arrays``; returns their captions."""
+    plots: list[report.Plot | None] = []
+    plots.append(figures.plot_learning_curves(curves, data.task, folder / "learning_curves.png"))
     if data.task == "classification":
-        report.plot_reliability(arrays, cfg.eval.ece_bins, folder / "reliability.png")
-        report.plot_ood_histograms(arrays, folder / "ood_histograms.png")
+        ood = report.ood_description(cfg.data.ood, cfg.data.ood_classes)
+        bins = cfg.eval.ece_bins
+        plots.append(figures.plot_reliability(arrays, bins, folder / "reliability.png"))
+        plots.append(figures.plot_ood_histograms(arrays, ood, folder / "ood_histograms.png"))
     elif cfg.data.name == "toy":
         x = data.x_train[:, 0] * data.x_std[0] + data.x_mean[0]
         y = data.y_train * data.y_std + data.y_mean
-        report.plot_toy(arrays, (x, y), toy_function, folder / "toy_predictive.png")
+        plots.append(figures.plot_toy(arrays, (x, y), toy_function, folder / "toy_predictive.png"))
+    return report.captions(plots)

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lab import distributed, evaluate, report
+from lab import distributed, evaluate, provenance, report, scores
 from lab.data import Dataset, load_dataset
 from lab.run import _write_atomic, run_dir
 from lab.sweep_config import SweepConfig
@@ -506,6 +506,7 @@ def run_sweep(
         f"- {series}: " + ", ".join(f"{k} at rate {r:g}" for k, r in picks.items())
         for series, picks in best.items()
     ]
+    record = provenance.of_run(cfg, provenance.data_hash(data))
     out = {
         "name": cfg.name,
         "task": data.task,
@@ -515,6 +516,7 @@ def run_sweep(
         "best_rate": best,
         "timing": timing,
         "table": table,
+        "provenance": record,
     }
     _write_atomic(folder / "sweep.json", json.dumps(out, indent=1))
     _write_atomic(folder / "sweep_points.csv", csv_text(rows))
@@ -526,7 +528,8 @@ def run_sweep(
         f"{cfg.sweep.input_rate:g}. Best rate per metric in bold.\n\n"
     )
     best_text = "\n\n## Best rate per metric\n\n" + "\n".join(best_lines) + "\n"
-    _write_atomic(folder / "sweep.md", header + table + best_text)
+    footer = "\n" + provenance.footer(record)
+    _write_atomic(folder / "sweep.md", header + table + best_text + footer)
     if cfg.plots and distributed.is_primary():
         _sweep_plots(summary, best, data.task, folder)
     return out
@@ -583,7 +586,7 @@ def _sweep_plots(summary: list[dict], best: dict, task: str, folder: pathlib.Pat
 
 # ----------------------------------------------------------------- MC-uncertainty sweep
 def _mc_program(trainer: Trainer, params, rows, num_samples: int, chunk: int | None):
-    """Compiled ``[P, T, n, classes]`` MC softmax passes, vmapped over grid points."""
+    """Compiled ``[P, T, n, classes]`` MC log-softmax passes, vmapped over grid points."""
     from dropout_lab import mc
 
     def one(params, rate, key, rows, input_rate):
@@ -593,10 +596,10 @@ def _mc_program(trainer: Trainer, params, rows, num_samples: int, chunk: int | N
                 deterministic=False, rngs={"dropout": k},
             )  # fmt: skip
 
-        return mc.sample(fn, key, num_samples, chunk_size=chunk, transform=jax.nn.softmax)
+        return mc.sample(fn, key, num_samples, chunk_size=chunk, transform=jax.nn.log_softmax)
 
     size = jax.tree.leaves(params)[0].shape[0]
-    name = ("mc", trainer.program_key, size, rows.shape, num_samples, chunk)
+    name = ("mc_log", trainer.program_key, size, rows.shape, num_samples, chunk)
     if name not in _PROGRAMS:
         keys = jax.random.split(jax.random.key(0), size)
         rates = jnp.zeros((size,), jnp.float32)
@@ -607,36 +610,32 @@ def _mc_program(trainer: Trainer, params, rows, num_samples: int, chunk: int | N
 
 
 @jax.jit(static_argnames="num_bins")
-def _mc_metrics_jit(probs_in, probs_out, labels, num_bins: int) -> dict[str, jax.Array]:
-    from dropout_lab import metrics as M
-    from dropout_lab import uncertainty as U
-
-    def auroc(score_in, score_out):
-        scores = jnp.concatenate([score_in, score_out])
-        is_ood = jnp.concatenate([jnp.zeros(score_in.shape, bool), jnp.ones(score_out.shape, bool)])
-        return M.auroc(scores, is_ood)
-
-    u_in = U.classification(probs_in)
+def _mc_metrics_jit(log_in, log_out, labels, num_bins: int) -> dict[str, jax.Array]:
+    got = scores.classification(log_in, labels, num_bins)
+    u_in = scores.uncertainty(log_in)
     out = {
-        "test_acc": M.accuracy(u_in.mean, labels),
-        "test_nll": M.nll(u_in.mean, labels),
-        "ece": M.ece(u_in.mean, labels, num_bins=num_bins),
-        "brier": M.brier(u_in.mean, labels),
+        "test_acc": got["acc"],
+        "test_nll": got["nll"],
+        "ece": got["ece"],
+        "brier": got["brier"],
         "entropy_in": jnp.mean(u_in.predictive_entropy),
         "mi_in": jnp.mean(u_in.mutual_information),
     }
-    if probs_out is not None:
-        u_out = U.classification(probs_out)
+    if log_out is not None:
+        u_out = scores.uncertainty(log_out)
         out["entropy_out"] = jnp.mean(u_out.predictive_entropy)
         out["mi_out"] = jnp.mean(u_out.mutual_information)
-        out["ood_auroc"] = auroc(u_in.predictive_entropy, u_out.predictive_entropy)
-        out["ood_auroc_mi"] = auroc(u_in.mutual_information, u_out.mutual_information)
+        out["ood_auroc"] = scores.ood_auroc(u_in.predictive_entropy, u_out.predictive_entropy)
+        out["ood_auroc_mi"] = scores.ood_auroc(u_in.mutual_information, u_out.mutual_information)
     return out
 
 
-def _mc_metrics(probs_in, probs_out, labels, num_bins: int) -> dict[str, float]:
-    """Metrics of T passes ``[T, n, classes]`` in and out of distribution (one program per T)."""
-    out = _mc_metrics_jit(probs_in, probs_out, labels, num_bins=num_bins)
+def _mc_metrics(log_in, log_out, labels, num_bins: int) -> dict[str, float]:
+    """Metrics of T passes of log-probabilities ``[T, n, classes]`` in and out of distribution.
+
+    All from :mod:`lab.scores`, as the comparison's table (one program per T).
+    """
+    out = _mc_metrics_jit(log_in, log_out, labels, num_bins=num_bins)
     return {k: float(v) for k, v in out.items()}
 
 
@@ -746,17 +745,16 @@ def run_mc_sweep(
         split = jax.vmap(lambda k: jax.random.split(k, 2))(eval_keys)
         k_main, k_spread = split[:, 0], split[:, 1]
         f = _mc_program(trainer, params, jnp.asarray(rows_all), t_max, m.chunk_size)
-        probs = np.asarray(f(params, rates, k_main, jnp.asarray(rows_all), jnp.float32(input_rate)))
+        ir = jnp.float32(input_rate)
+        log_probs = np.asarray(f(params, rates, k_main, jnp.asarray(rows_all), ir))
         g = _mc_program(trainer, params, jnp.asarray(rows_spread), num_spread, m.chunk_size)
-        probs_s = np.asarray(
-            g(params, rates, k_spread, jnp.asarray(rows_spread), jnp.float32(input_rate))
-        )
+        probs_s = np.exp(np.asarray(g(params, rates, k_spread, jnp.asarray(rows_spread), ir)))
         for j, point in enumerate(chunk):
             for t in counts:
-                p_in = probs[j, :t, :n_test]
-                p_out = probs[j, :t, n_test:] if data.x_ood is not None else None
+                lp_in = log_probs[j, :t, :n_test]
+                lp_out = log_probs[j, :t, n_test:] if data.x_ood is not None else None
                 row = {"rate": point.rate, "seed": point.seed, "num_samples": t}
-                row.update(_mc_metrics(p_in, p_out, data.y_test, cfg.eval.ece_bins))
+                row.update(_mc_metrics(lp_in, lp_out, data.y_test, cfg.eval.ece_bins))
                 rows.append(row)
             spread = mc_spread(probs_s[j], counts)
             # sigma / sqrt(T) from the single-pass variance: the 1/sqrt(T) prediction.
@@ -813,6 +811,7 @@ def run_mc_sweep(
     slope_lines = "\n".join(
         f"| {rate} | {s['mean']:.3f} ± {s['se']:.3f} |" for rate, s in slopes.items()
     )
+    record = provenance.of_run(cfg, provenance.data_hash(data))
     out = {
         "name": cfg.name,
         "counts": counts,
@@ -824,6 +823,7 @@ def run_mc_sweep(
         "best_rate": best,
         "timing": {"train_seconds": training.seconds, "eval_seconds": eval_seconds},
         "table": table,
+        "provenance": record,
     }
     _write_atomic(folder / "mc_sweep.json", json.dumps(out, indent=1))
     _write_atomic(folder / "mc_sweep_points.csv", csv_text(rows + spread_rows))
@@ -839,7 +839,7 @@ def run_mc_sweep(
         f"Log-log slope of the spread against T (1/sqrt(T) gives -0.5):\n\n"
         f"| rate | slope |\n|---|---:|\n{slope_lines}\n"
     )
-    _write_atomic(folder / "mc_sweep.md", text)
+    _write_atomic(folder / "mc_sweep.md", text + "\n" + provenance.footer(record))
     if cfg.plots and distributed.is_primary():
         _mc_plots(summary_t, by_rate, spread_summary, slopes, best, t_max, folder)
     return out

@@ -30,6 +30,7 @@ from jax import lax
 
 from dropout_lab import theory
 from dropout_lab.ops import dropout
+from lab import provenance
 from lab.theory_config import TheoryChecksConfig
 
 _BATCH = 2048  # keys per lax.map step when sampling
@@ -827,16 +828,22 @@ def write_theory_outputs(
 ) -> dict[str, pathlib.Path]:
     """Writes ``table.md``, ``results.json`` and (if computed) the two PNG plots.
 
+    Both files record their provenance (:mod:`lab.provenance`; no data set: every draw
+    comes from the config's seeds).
+
     Returns:
       The written paths by name.
     """
     out = pathlib.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"table": out / "table.md", "json": out / "results.json"}
-    paths["table"].write_text(markdown_table(result["rows"]))
+    record = provenance.of_run(cfg, None)
+    table = markdown_table(result["rows"]).rstrip("\n") + "\n"
+    paths["table"].write_text(table + "\n" + provenance.footer(record))
     from omegaconf import OmegaConf
 
     payload = {"meta": meta, "config": OmegaConf.to_container(OmegaConf.structured(cfg))}
+    payload["provenance"] = record
     payload.update(result)
     paths["json"].write_text(json.dumps(payload, indent=1, default=float))
     if "jensen_curves" in result:

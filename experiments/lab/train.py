@@ -23,7 +23,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lab import distributed
+from lab import distributed, scores
 from lab.config import ConfigError, ExperimentConfig, TrainConfig
 from lab.data import Dataset
 from lab.model import (
@@ -79,6 +79,15 @@ class RunKeys:
         """Splits ``jax.random.key(seed)`` into the four streams."""
         init, data, dropout, eval_ = jax.random.split(jax.random.key(seed), 4)
         return cls(init, data, dropout, eval_)
+
+    def prediction_keys(self) -> dict[str, jax.Array]:
+        """One key per evaluated split (``train``, ``val``, ``test``, ``ood``, ``grid``).
+
+        The learning curves and the final evaluation predict with these same keys, so
+        an MC method's last curve point and its table row see the same masks.
+        """
+        names = ("train", "val", "test", "ood", "grid")
+        return dict(zip(names, jax.random.split(self.eval, len(names)), strict=True))
 
 
 class Trainer:
@@ -318,15 +327,23 @@ class Trainer:
         rate, input_rate = jnp.float32(self.rate), jnp.float32(self.input_rate)
         return self._batched(lambda i, rows: f(params, rows, rate, input_rate), x)
 
-    def predict_mc(self, params, x: np.ndarray, key: jax.Array) -> np.ndarray:
-        """``num_samples`` stochastic passes ``[T, n, out]`` (softmax for classification)."""
+    def predict_mc(
+        self, params, x: np.ndarray, key: jax.Array, *, log_probs: bool = False
+    ) -> np.ndarray:
+        """``num_samples`` stochastic passes ``[T, n, out]``.
+
+        Classification: softmax probabilities, or with ``log_probs`` log-probabilities
+        (``log_softmax``, exact where a probability is tiny). Regression: the outputs.
+        """
         params = self.place(params)
         from dropout_lab import mc
 
         mcfg = self.cfg.methods.mc
         num_samples, chunk = mcfg.num_samples, mcfg.chunk_size
-        transform = jax.nn.softmax if self.task == "classification" else None
-        name = ("mc", num_samples, chunk)
+        transform = None
+        if self.task == "classification":
+            transform = jax.nn.log_softmax if log_probs else jax.nn.softmax
+        name = ("mc", num_samples, chunk, log_probs)
         if name not in self._compiled:
 
             def forward(params, rows, key, rate, input_rate):
@@ -356,6 +373,22 @@ class Trainer:
         return self._batched(
             lambda i, rows: f(params, rows, jax.random.fold_in(key, i), rate, input_rate), x
         )
+
+    def predict_log_probs(self, params, x: np.ndarray, key: jax.Array) -> np.ndarray:
+        """The method's prediction as log-probabilities per pass ``[T, n, classes]``.
+
+        ``mc``: ``num_samples`` stochastic passes; every other method one deterministic
+        pass (``T = 1``). Scored by :func:`lab.scores.classification`.
+        """
+        if self.method == "mc":
+            return self.predict_mc(params, x, key, log_probs=True)
+        return np.asarray(jax.nn.log_softmax(jnp.asarray(self.predict(params, x))))[None]
+
+    def predict_means(self, params, x: np.ndarray, key: jax.Array) -> np.ndarray:
+        """The method's regression prediction per pass ``[T, n]`` (standardized units)."""
+        if self.method == "mc":
+            return self.predict_mc(params, x, key)[..., 0]
+        return self.predict(params, x)[None, :, 0]
 
     # ------------------------------------------------------------------ fitting
     def param_metrics(self, params) -> dict[str, float]:
@@ -388,26 +421,28 @@ class Trainer:
         pred = self._batched(lambda i, rows: f(params, rows), x)
         return {"test_acc_unpruned": float(np.mean(pred.argmax(-1) == self.data.y_test))}
 
-    def curve_point(self, params) -> dict[str, float]:
-        """Train and test loss / accuracy (or RMSE) of the deterministic network.
+    def curve_point(self, params, keys: RunKeys) -> dict[str, float]:
+        """Train and test NLL and accuracy (or RMSE) of the method's prediction.
 
-        Adds :meth:`param_metrics` (learned rates, pruned fraction).
+        The same prediction (MC passes for ``mc``, with
+        :meth:`RunKeys.prediction_keys`) and the same definitions
+        (:mod:`lab.scores`) as the final evaluation, so the last point of a curve is
+        the number in the table. Adds :meth:`param_metrics` (learned rates, pruned
+        fraction).
         """
         out: dict[str, float] = self.param_metrics(params)
+        pred_keys = keys.prediction_keys()
         for split, x, y in (
             ("train", self.data.x_train, self.data.y_train),
             ("test", self.data.x_test, self.data.y_test),
         ):
-            pred = self.predict(params, x)
             if self.task == "classification":
-                z = pred - pred.max(-1, keepdims=True)
-                logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
-                out[f"{split}_nll"] = float(-np.take_along_axis(logp, y[:, None], 1).mean())
-                out[f"{split}_acc"] = float(np.mean(pred.argmax(-1) == y))
+                log_probs_t = self.predict_log_probs(params, x, pred_keys[split])
+                got = scores.classification(log_probs_t, y, self.cfg.eval.ece_bins)
+                out[f"{split}_nll"], out[f"{split}_acc"] = float(got["nll"]), float(got["acc"])
             else:
-                out[f"{split}_rmse"] = float(
-                    np.sqrt(np.mean((pred[:, 0] - y) ** 2)) * self.data.y_std
-                )
+                means_t = self.predict_means(params, x, pred_keys[split])
+                out[f"{split}_rmse"] = float(scores.rmse(means_t, y, self.data.y_std))
         return out
 
     def fit(
@@ -461,7 +496,7 @@ class Trainer:
                 "step": step,
                 "epoch": step / self.steps_per_epoch,
                 "train_loss": float(losses.mean()),
-                **self.curve_point(state["params"]),
+                **self.curve_point(state["params"], keys),
             }
             history.append(point)
             evals_since_ckpt += 1

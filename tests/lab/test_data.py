@@ -1,10 +1,13 @@
 import gzip
+import json
+import pathlib
+import re
 import struct
 
 import numpy as np
 import pytest
 
-from lab import DataError, load_dataset
+from lab import ConfigError, DataError, load_config, load_dataset, run_experiment
 from lab.config import DataConfig
 from lab.data import load_csv, load_idx, load_mnist1d, load_npz, read_idx
 
@@ -32,8 +35,126 @@ def test_csv_errors(tmp_path):
         load_csv(path, "y")
     nan = _csv(tmp_path / "n.csv", [["a", "y"], [1, 0], ["", 1], [2, 0], [3, 1]])
     cfg = DataConfig(name="csv", path=str(nan), target="y")
-    with pytest.raises(DataError, match="NaN"):
+    with pytest.raises(DataError, match="n.csv, line 3, column 'a': the cell is empty"):
         load_dataset(cfg)
+
+
+# Files as an editor shows them: the header is line 1, blank lines are counted, a
+# quoted cell may span lines (the record's line is the one it starts on), "#" lines
+# are records like any other (no comments in CSV), CRLF is one line break.
+CSV_ERRORS = [
+    ("a,b,y\n1,2,0\n\n3,1\n", "line 4: 2 cells, but the header has 3 (a, b, y); 1 missing."),
+    ("a,b,y\n1,2,0,9\n", "line 2: 4 cells, but the header has 3 (a, b, y); 1 extra."),
+    ("a,b,y\n1,2,0\n3,,1\n", "line 3, column 'b': the cell is empty."),
+    ("a,b,y\r\n1,2,0\r\n3, ,1\r\n", "line 3, column 'b': the cell is empty."),
+    ("a,b,y\n1,abc,0\n", "line 2, column 'b': 'abc' is not a number."),
+    ("a,b,y\n1,2,0\nnan,2,1\n", "line 3, column 'a': 'nan' is not a finite number."),
+    ("a,y,b\n1,0,2\n3,,4\n", "line 3, column 'y': the cell is empty."),
+    ("a,b,y\n1,2,0\n\n\n5,6,inf\n", "line 5, column 'y': 'inf' is not a finite number."),
+    ("a,b,y\n# a note\n1,2,0\n", "line 2: 1 cell, but the header has 3 (a, b, y); 2 missing."),
+    ('a,b,y\n1,2,"big\ncat"\n3,x,dog\n', "line 4, column 'b': 'x' is not a number."),
+    ("\n\na,b,y\n1,2,0\n1,2\n", "line 5: 2 cells, but the header has 3 (a, b, y); 1 missing."),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), CSV_ERRORS)
+def test_csv_errors_name_the_editor_line_and_column(tmp_path, text, message):
+    path = tmp_path / "d.csv"
+    path.write_bytes(text.encode())
+    with pytest.raises(DataError) as err:
+        load_csv(path, "y")
+    assert str(err.value) == f"{path}, {message}"
+    # The same error comes out of load_dataset, before any training.
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_dataset(DataConfig(name="csv", path=str(path), target="y"))
+
+
+def test_csv_byte_order_mark_and_duplicate_target(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_text("y,a\n0,1\n1,2\n", encoding="utf-8-sig")  # as Excel saves it
+    _, y, _ = load_csv(path, "y")
+    np.testing.assert_array_equal(y, [0, 1])
+    _csv(path, [["y", "a", "y"], [0, 1, 0]])
+    with pytest.raises(DataError, match="2 columns are named 'y'"):
+        load_csv(path, "y")
+
+
+def _names_csv(tmp_path):
+    """Feature ``i`` is the row number, so each example's label can be looked up."""
+    names = ["dog", "cat", "bird", "cat", "dog", "cat"] * 10
+    rows = [["i", "label", "z"]] + [[i, n, i % 7] for i, n in enumerate(names)]
+    return _csv(tmp_path / "pets.csv", rows), names
+
+
+def test_string_labels_are_numbered_in_sorted_order(tmp_path):
+    path, names = _names_csv(tmp_path)
+    _, y, task = load_csv(path, "label")
+    assert task == "classification" and y.tolist() == names
+    d = load_dataset(DataConfig(name="csv", path=str(path), target="label"))
+    assert d.label_names == ["bird", "cat", "dog"] and d.num_classes == 3
+    for x, labels in ((d.x_train, d.y_train), (d.x_test, d.y_test)):
+        rows = np.rint(x[:, 0] * d.x_std[0] + d.x_mean[0]).astype(int)
+        assert [d.label_names[c] for c in labels] == [names[r] for r in rows]
+    # Held out by number (0 = "bird"); the kept classes are renumbered 0..k-1.
+    held = load_dataset(
+        DataConfig(
+            name="csv", path=str(path), target="label", ood="held_out_classes", ood_classes=[0]
+        )
+    )
+    assert held.label_names == ["cat", "dog"] and len(held.x_ood) == names.count("bird")
+    with pytest.raises(DataError, match="class names .*data.task=regression needs numbers"):
+        load_dataset(DataConfig(name="csv", path=str(path), target="label", task="regression"))
+    numeric = _csv(tmp_path / "n.csv", [["a", "y"], *[[i, i % 2] for i in range(10)]])
+    assert load_dataset(DataConfig(name="csv", path=str(numeric), target="y")).label_names is None
+
+
+def test_label_names_saved_with_the_results(tmp_path):
+    path, _ = _names_csv(tmp_path)
+    overrides = [
+        "data.name=csv", f"data.path={path}", "data.target=label", "model.hidden=[8]",
+        "train.epochs=1", "train.batch_size=16", "seeds=[0]", "plots=false", "progress=false",
+        "methods.classic.enabled=false", "methods.inverted.enabled=false",
+        "methods.rdrop.enabled=false", "methods.mc.enabled=false", f"output_dir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    out = run_experiment(load_config(None, overrides))
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["label_names"] == out["label_names"] == ["bird", "cat", "dog"]
+
+
+COMPARE_DIGITS = pathlib.Path(__file__).parents[2] / "configs" / "compare_digits.yaml"
+
+
+def test_ood_errors_name_a_setting_that_works(tmp_path):
+    path = _csv(
+        tmp_path / "three.csv", [["a", "b", "y"], *[[i, i * i % 5, i % 3] for i in range(30)]]
+    )
+    csv = ["data.name=csv", f"data.path={path}", "data.target=y"]
+
+    def data(*extra):
+        return load_dataset(load_config(COMPARE_DIGITS, [*csv, *extra]).data)
+
+    # compare_digits.yaml holds out digits 8 and 9; this file's classes are 0, 1, 2.
+    with pytest.raises(DataError) as err:
+        data()
+    assert str(err.value) == (
+        "data.ood_classes=[8,9] names [8,9], which are not classes of this data; the classes"
+        " are 0, 1, 2: hold out some classes, e.g. data.ood_classes=[2], or use data.ood=noise"
+        " (random inputs as the OOD set)."
+    )
+    assert data("data.ood=noise").x_ood is not None  # both suggestions work
+    assert data("data.ood_classes=[2]").num_classes == 2
+    with pytest.raises(DataError, match=r"leaves 1 of 3 classes .* data.ood_classes=\[0\]"):
+        data("data.ood_classes=[0,1]")  # a part of the asked classes that works
+    two = _csv(tmp_path / "two.csv", [["a", "y"], *[[i, i % 2] for i in range(20)]])
+    with pytest.raises(DataError, match=r"classes are 0, 1: use data.ood=noise") as err:
+        data(f"data.path={two}", "data.ood_classes=[1]")
+    assert "data.ood_classes=[" not in str(err.value).split(";")[1]  # none would leave 2
+    with pytest.raises(
+        DataError, match="shuffles the features, but the data has 1; use data.ood=noise"
+    ):
+        load_dataset(DataConfig(name="toy", ood="permuted"))
+    with pytest.raises(ConfigError, match="data.ood_classes.*or use data.ood=noise"):
+        load_config(None, ["data.ood=held_out_classes"])
 
 
 def test_npz(tmp_path):
@@ -98,7 +219,7 @@ def test_held_out_classes_and_noise_ood():
     assert len(d.x_ood) == 174 + 180  # digits has 174 eights and 180 nines
     noise = load_dataset(DataConfig(name="breast_cancer", ood="noise", ood_size=50))
     assert noise.x_ood.shape == (50, 30) and noise.num_classes == 2
-    with pytest.raises(DataError, match="classification"):
+    with pytest.raises(DataError, match="task is regression; use data.ood=noise"):
         load_dataset(DataConfig(name="diabetes", ood="held_out_classes", ood_classes=[1]))
 
 
