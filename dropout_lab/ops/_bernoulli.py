@@ -40,13 +40,6 @@ def scale_keep(keep: jax.Array, impl: str) -> jax.Array:
     return keep
 
 
-def _stream_generator(keep: jax.Array, impl: str) -> tuple[_prng.Decide, jax.Array]:
-    """The word-stream generator of ``impl`` ("exact" or "fast") and its scale's keep."""
-    if impl == "fast":
-        return _prng.lane_decisions(keep)
-    return _prng.word_decisions(keep), keep
-
-
 def keep_mask(
     key: jax.Array, shape: tuple[int, ...], keep: jax.Array, impl: str = "exact"
 ) -> tuple[jax.Array, jax.Array]:
@@ -75,8 +68,11 @@ def keep_mask(
             # the unrolled cipher, which XLA fuses (jax's own lowering does not).
             return _prng.uniform_from_words(_prng.random_words(key, shape)) < keep32, keep32
         return jax.random.bernoulli(key, keep32, shape), keep32
-    decide, keep_used = _stream_generator(keep, impl)
-    return decide(key, math.prod(shape), 0).reshape(shape), keep_used
+    if impl == "fast":
+        decide, keep_used = _prng.lane_decisions(keep)
+        return decide(key, math.prod(shape), 0).reshape(shape), keep_used
+    threshold, keep_all = _prng.word_threshold(keep)
+    return _prng.words_keep(_prng.mask_words(key, shape), threshold, keep_all), keep
 
 
 def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
@@ -117,7 +113,7 @@ def _select_scaled(
     """``where(mask, x * scale, 0)`` (inverted) or ``where(mask, x, 0)`` (classic).
 
     ``scale`` is :func:`inverse_keep`. With ``chunked`` (used for the primal, not for
-    the tangent) a large whole-array stream mask is drawn and applied piece by piece
+    the tangent) a large whole-array ``impl="fast"`` mask is drawn and applied piece by piece
     (``_prng.select_chunked``): the same values, without a full-size buffer of random
     words.
     """
@@ -129,10 +125,14 @@ def _select_scaled(
         dtype = compute_dtype(v.dtype)
         return (v.astype(dtype) * scale.astype(dtype)).astype(v.dtype)
 
-    if chunked and impl != "bernoulli" and shape == x.shape and _prng.can_chunk(key, x.size):
-        decide, _ = _stream_generator(keep, impl)
-        return _prng.select_chunked(key, x, decide, scaled)
-    mask, _ = keep_mask(key, shape, keep, impl)
+    if chunked and impl == "fast" and shape == x.shape and _prng.can_chunk(key, x.size):
+        return _prng.select_chunked(key, x, _prng.lane_decisions(keep)[0], scaled)
+    if shape == x.shape:
+        mask, _ = keep_mask(key, shape, keep, impl)
+    else:
+        # A shared mask is computed once into its own buffer, not once per element of
+        # x it is broadcast to (the fused generators would recompute each decision).
+        mask = _prng.materialize(lambda k: keep_mask(k, shape, keep, impl)[0], key)
     mask = jnp.broadcast_to(mask, x.shape)
     return jnp.where(mask, scaled(x), jnp.zeros((), x.dtype))
 

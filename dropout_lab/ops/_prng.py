@@ -1,33 +1,40 @@
 """Random words and Bernoulli keep-masks for the dropout ops (private).
 
-The default mask generator cuts 16-bit *lanes* from a stream of 32-bit random words
-and compares each lane with an integer threshold. Element ``i`` of a mask (row-major
-flat index) uses lane ``i``: the low (even ``i``) or high (odd ``i``) half of word
-``i // 2``. The word stream depends only on the key, so every mask element depends
-only on the key and its flat index, never on jit, vmap, the backend or sharding:
+Every mask element depends only on the key and its row-major flat index, never on
+jit, vmap, the backend, the shape or sharding. The key's *word stream*:
 
 * threefry keys: words ``2j`` and ``2j + 1`` are the two output words of
-  Threefry-2x32 (20 rounds) applied to the counter ``(0, j)``, so one cipher call
-  feeds four mask elements. The cipher is unrolled in ``lax`` ops so XLA can fuse it.
+  Threefry-2x32 (20 rounds) applied to the counter ``(0, j)``. The cipher is
+  unrolled in ``lax`` ops so XLA can fuse it.
 * other keys (``philox2x32``, ``rbg``, ...): word ``j`` is
   ``jax.random.bits(key, (num_words,), jnp.uint32)[j]`` (for ``philox2x32`` this does
   not depend on ``num_words``; for ``rbg`` it may).
 
-Performance notes (XLA:CPU). A fused loop is evaluated once per output element, so a
-word feeding four lanes would be recomputed four times if fused into the consumer.
-The words are therefore materialised inside a ``lax.cond`` whose two branches are
-identical (so its predicate is irrelevant) and whose predicate XLA cannot fold: the
-conditional is a fusion barrier. The predicate depends on no input, so under
-``vmap`` over keys it stays unbatched (the barrier survives) and under sharding it
-is replicated (no collective). XLA:CPU has no multi-output loop fusion: two output
-words of one cipher call would be computed by two fusions, each running the whole
-cipher. The two words of a block are thus packed bit-for-bit into one ``complex64``
-element (bitcasts only, no arithmetic, so every bit pattern, NaN payloads included,
-survives) and unpacked by the consumer.
+Generators:
 
-Above :data:`CHUNK` elements the forward pass draws and applies the mask piece by piece
-(:func:`select_lanes_chunked`, same values): a full-size word buffer would be 2 bytes
-per element, and every fresh buffer above ~32 MiB is page-faulted again on each call.
+* exact (default): element ``i`` is kept when word ``i`` is below
+  ``ceil(keep * 2**32)`` (:func:`word_threshold`). :func:`mask_words` computes each
+  element's word where it is used (one fused loop, no buffer of words).
+* fast (opt-in): element ``i`` is kept when 16-bit *lane* ``i`` (the low, then the
+  high half of word ``i // 2``) is below ``round(keep * 2**16)``: four elements per
+  cipher call, keep probability on a ``2**-16`` grid.
+
+Performance notes for the fast path (XLA:CPU). A fused loop is evaluated once per
+output element, so a word feeding four lanes would be recomputed four times if fused
+into the consumer. The words are therefore materialised inside a ``lax.cond`` whose
+two branches are identical (so its predicate is irrelevant) and whose predicate XLA
+cannot fold: the conditional is a fusion barrier. The predicate depends on no
+input, so under ``vmap`` over keys it stays unbatched (the barrier survives) and
+under sharding it is replicated (no collective). XLA:CPU has no multi-output loop
+fusion: two output words of one cipher call would be computed by two fusions, each
+running the whole cipher. The two words of a block are thus packed bit-for-bit into
+one ``complex64`` element (bitcasts only, no arithmetic, so every bit pattern, NaN
+payloads included, survives) and unpacked by the consumer. Above :data:`CHUNK`
+elements the fast forward pass draws and applies the mask piece by piece
+(:func:`select_chunked`, same values): a full-size word buffer would be page-faulted
+again on each call. The exact path needs 32 bits per element, two elements per cipher
+call: sharing a call through a buffer cost more than running the cipher once per
+element inside the fused loop (``make bench``), so it does the latter.
 
 References:
   Salmon, Moraes, Dror & Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC 2011.
@@ -121,7 +128,7 @@ def _opaque_predicate() -> jax.Array:
     return lax.optimization_barrier(jnp.uint32(0)) > jnp.uint32(0)
 
 
-def _materialize(fn: Callable[[jax.Array], jax.Array], key: jax.Array) -> jax.Array:
+def materialize(fn: Callable[[jax.Array], jax.Array], key: jax.Array) -> jax.Array:
     """``fn(key)`` computed into its own buffer (a fusion barrier for XLA)."""
     return lax.cond(_opaque_predicate(), fn, fn, key)
 
@@ -155,14 +162,12 @@ def stream_words(key: jax.Array, num_words: int, first_block: ArrayLike = 0) -> 
       ``uint32`` array ``[num_words]``.
     """
     if not is_threefry(key):
-        return _materialize(lambda k: jax.random.bits(k, (num_words,), jnp.uint32), key)
+        return materialize(lambda k: jax.random.bits(k, (num_words,), jnp.uint32), key)
     num_blocks = -(-num_words // 2)
     if num_blocks > 2**32:
         raise ValueError(f"masks of more than 2**33 words are not supported ({num_words}).")
     first = jnp.asarray(first_block, jnp.uint32)
-    blocks = _materialize(
-        lambda k: _threefry_blocks(jax.random.key_data(k), num_blocks, first), key
-    )
+    blocks = materialize(lambda k: _threefry_blocks(jax.random.key_data(k), num_blocks, first), key)
     as_word = lambda f: lax.bitcast_convert_type(f, jnp.uint32)  # noqa: E731
     low = lax.broadcasted_iota(jnp.int32, (num_blocks, 2), 1) == 0
     words = jnp.where(low, as_word(jnp.real(blocks))[:, None], as_word(jnp.imag(blocks))[:, None])
@@ -254,19 +259,22 @@ def lane_decisions(keep: jax.Array) -> tuple[Decide, jax.Array]:
     return decide, threshold.astype(jnp.float32) / LANE_LEVELS
 
 
-def word_decisions(keep: jax.Array) -> Decide:
-    """The 32-bit-word generator (the default, ``impl="exact"``).
+def mask_words(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Word ``i`` of :func:`stream_words` for every element ``i`` of ``shape`` (row-major).
 
-    Element ``i`` is kept when word ``i`` of :func:`stream_words` is below
-    :func:`word_threshold`: keep probability within ``2**-32`` above ``keep``.
+    For threefry keys each element runs the cipher at counter ``(0, i // 2)`` and keeps
+    output word ``i % 2``: twice the cipher work of :func:`stream_words` (which shares
+    each call between two elements), but fused into the consumer, with no buffer of
+    words and no pass over memory for them, which is faster at every size measured
+    (``make bench``). Other keys use :func:`stream_words`.
     """
-    threshold, keep_all = word_threshold(keep)
-
-    def decide(key: jax.Array, size: int, first_element: ArrayLike = 0) -> jax.Array:
-        first_block = jnp.asarray(first_element, jnp.uint32) // jnp.uint32(2)
-        return words_keep(stream_words(key, size, first_block), threshold, keep_all)
-
-    return decide
+    if not is_threefry(key):
+        return stream_words(key, math.prod(shape)).reshape(shape)
+    index = _flat_index(shape)
+    key_words = jax.random.key_data(key)
+    counters = (jnp.zeros(shape, jnp.uint32), lax.shift_right_logical(index, jnp.uint32(1)))
+    x0, x1 = threefry2x32((key_words[0], key_words[1]), counters)
+    return jnp.where((index & jnp.uint32(1)) == 0, x0, x1)
 
 
 CHUNK = 1 << 20

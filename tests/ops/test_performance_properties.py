@@ -148,8 +148,12 @@ def test_lane_layout_is_the_documented_threefry_stream():
         (kd[0], kd[1]), (jnp.zeros(38, jnp.uint32), jnp.arange(38, dtype=jnp.uint32))
     )
     words = np.stack([np.asarray(w0), np.asarray(w1)], axis=1).reshape(-1)
-    # The exact generator's words are that stream, element i deciding on word i.
+    # The exact generator's words are that stream, element i deciding on word i,
+    # whether materialised or computed where they are used.
     np.testing.assert_array_equal(_prng.stream_words(KEY, 75), words[:75])
+    np.testing.assert_array_equal(_prng.mask_words(KEY, (5, 15)).reshape(-1), words[:75])
+    fused = jax.jit(lambda k: _prng.mask_words(k, (75,)))(KEY)
+    np.testing.assert_array_equal(fused, words[:75])
     np.testing.assert_array_equal(_prng.stream_words(KEY, 10, first_block=5), words[10:20])
     expected = np.stack([words & 0xFFFF, words >> 16], axis=1).reshape(-1)[:n]
     np.testing.assert_array_equal(_prng.random_lanes(KEY, n), expected)
@@ -224,12 +228,20 @@ def test_bernoulli_impl_follows_the_legacy_threefry_layout_too():
 
 
 def test_word_barrier_survives_jit_and_vmap_over_keys():
-    # The words are materialised by a conditional (a fusion barrier); under vmap
-    # over keys its predicate stays unbatched, so it is not turned into a select.
+    # The fast path's words are materialised by a conditional (a fusion barrier);
+    # under vmap over keys its predicate stays unbatched, so it is not turned into a
+    # select. So is a shared (broadcast) exact mask. A whole-array exact mask is one
+    # fused loop: no conditional, no buffer of words.
     x = jnp.ones((64, 64), jnp.float32)
     keys = jax.random.split(KEY, 4)
-    for fn, args in [
-        (lambda k, x: dl.dropout(k, x, 0.5), (KEY, x)),
-        (jax.vmap(lambda k, x: dl.dropout(k, x, 0.5), (0, None)), (keys, x)),
-    ]:
-        assert "conditional(" in jax.jit(fn).lower(*args).compile().as_text()
+
+    def compiled(fn, *args):
+        return jax.jit(fn).lower(*args).compile().as_text()
+
+    for kwargs in ({"impl": "fast"}, {"broadcast_dims": (0,)}):
+        for fn, args in [
+            (lambda k, x, kw=kwargs: dl.dropout(k, x, 0.5, **kw), (KEY, x)),
+            (jax.vmap(lambda k, x, kw=kwargs: dl.dropout(k, x, 0.5, **kw), (0, None)), (keys, x)),
+        ]:
+            assert "conditional(" in compiled(fn, *args), kwargs
+    assert "conditional(" not in compiled(lambda k, x: dl.dropout(k, x, 0.5), KEY, x)
