@@ -33,10 +33,10 @@ def child(devices: int, quick: bool) -> dict:
     from jax.sharding import PartitionSpec as P
 
     import dropout_lab as dl
+    from lab import grid as G
     from lab import load_dataset
-    from lab import sweep as S
+    from lab.fit import make_setup
     from lab.sweep_config import load_sweep_config
-    from lab.train import Trainer
 
     sizes = [64, 256, 256, 10]
     keys = jax.random.split(jax.random.key(0), len(sizes))
@@ -77,18 +77,18 @@ def child(devices: int, quick: bool) -> dict:
         overrides.append("mesh.data=-1")
     cfg = load_sweep_config(None, overrides)
     data = load_dataset(cfg.data)
-    trainer = Trainer(cfg, "inverted", data)
-    points = S.grid_points(cfg, "inverted")
+    setup = make_setup(cfg, "inverted", data)  # its programs compile on the first call
+    points = G.grid_points(cfg, "inverted")
     times = []
     for _ in range(2 if quick else 4):
         start = time.perf_counter()
-        jax.block_until_ready(S.train_grid(trainer, points).states)
+        jax.block_until_ready(G.train_grid(setup, data, points).states)
         times.append(time.perf_counter() - start)
     result["sweep"] = {
         "first_call_s": times[0],
         "median_s": sorted(times[1:])[len(times[1:]) // 2],
         "points": len(points),
-        "steps_per_point": trainer.total_steps,
+        "steps_per_point": setup.schedule.total_steps,
     }
     return result
 

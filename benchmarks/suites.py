@@ -480,7 +480,7 @@ def mc(quick: bool) -> dict:
 
 def eval_forward(quick: bool) -> dict:
     from lab.model import MLP
-    from lab.train import compile_forward
+    from lab.predict import compile_forward
 
     hidden = (128, 128) if quick else (1024, 1024)
     features = 64 if quick else 784

@@ -2,13 +2,13 @@
 
     python benchmarks/sweep_speed.py [--hidden 64,64] [--epochs 5] [--json out.json]
 
-Three contenders train the same models on the 8x8 digits with the experiment
-trainer's step: *sequential* runs ``Trainer.train_chunk`` once per grid point (one
-compiled ``lax.scan`` over all steps, reused for every point, as
+Three contenders train the same models on the 8x8 digits with the lab's step
+(:func:`lab.fit.make_step`): *sequential* runs :func:`lab.fit.chunk_program` once per
+grid point (one compiled ``lax.scan`` over all steps, reused for every point, as
 ``experiments/compare.py`` does); *per-step loop* is the common hand-written loop
 (one jitted step per Python call, the epoch's permutation drawn once per epoch);
-*vmapped* runs :func:`lab.sweep.train_grid` (one compiled program
-for all 16 points). Each is timed twice in the same process: the first call
+*vmapped* runs :func:`lab.grid.train_grid` (the same step vmapped, one compiled
+program for all 16 points). Each is timed twice in the same process: the first call
 includes compilation, the second is the steady-state run (median of ``--repeats``).
 Prints times and the ratios sequential / vmapped and per-step loop / vmapped.
 """
@@ -26,10 +26,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))  # the lab is not in the wheel
 
+from lab import fit as F  # noqa: E402
+from lab import grid as G  # noqa: E402
 from lab import load_dataset  # noqa: E402
-from lab import sweep as S  # noqa: E402
 from lab.sweep_config import load_sweep_config  # noqa: E402
-from lab.train import RunKeys, Trainer  # noqa: E402
 
 RATES = [0.0, 0.1, 0.3, 0.5]
 SEEDS = 4
@@ -48,43 +48,51 @@ def _config(hidden, epochs):
     )
 
 
-def _sequential(trainer, points):
+def _state(setup, data, seed):
+    keys = F.RunKeys.from_seed(seed)
+    return keys, F.init_state(setup, keys.init, jnp.asarray(data.x_train[:1]))
+
+
+def _sequential(setup, data, points):
+    program = F.train_program(setup, setup.schedule.total_steps)
     out = []
     for p in points:
-        t = S.with_hyperparameters(trainer, rate=p.rate, input_rate=0.0)
-        keys = RunKeys.from_seed(p.seed)
-        state, _ = t.train_chunk(t.init(keys), keys, t.total_steps)
+        keys, state = _state(setup, data, p.seed)
+        hp = G.point_hparams(p, 0.0, setup.train.weight_decay)
+        state, _ = program(state, data.x_train, data.y_train, keys.data, keys.dropout, hp)
         out.append(state)
     jax.block_until_ready(out)
     return out
 
 
-def _per_step_loop(trainer, points):
-    spe = trainer.steps_per_epoch
-    if "per_step" not in trainer._compiled:
+def _per_step_loop(setup, data, points):
+    spe, n = setup.schedule.steps_per_epoch, setup.schedule.num_train
+    if "per_step" not in setup.programs:
+        step_fn = F.make_step(setup)
 
-        def one(state, perm, x_all, y_all, dropout_key, rate, input_rate):
-            idx = trainer.batch_rows(perm, state["step"])
+        def one(state, perm, x_all, y_all, dropout_key, hp):
+            idx = F.batch_rows(perm, state["step"], setup.schedule)
             key = jax.random.fold_in(dropout_key, state["step"])
-            return trainer.step(state, x_all[idx], y_all[idx], key, rate, input_rate)
+            return step_fn(state, (x_all[idx], y_all[idx]), key, hp)
 
-        trainer._compiled["per_step"] = (jax.jit(one), jax.jit(trainer.epoch_permutation))
-    step, permutation = trainer._compiled["per_step"]
+        permutation = jax.jit(lambda k, e: F.epoch_permutation(k, e, n))
+        setup.programs["per_step"] = (jax.jit(one), permutation)
+    step, permutation = setup.programs["per_step"]
     out = []
     for p in points:
-        keys = RunKeys.from_seed(p.seed)
-        state, rate, zero = trainer.init(keys), jnp.float32(p.rate), jnp.float32(0.0)
-        for i in range(trainer.total_steps):
+        keys, state = _state(setup, data, p.seed)
+        hp = G.point_hparams(p, 0.0, setup.train.weight_decay)
+        for i in range(setup.schedule.total_steps):
             if i % spe == 0:
                 perm = permutation(keys.data, i // spe)
-            state, _ = step(state, perm, trainer.x_train, trainer.y_train, keys.dropout, rate, zero)
+            state, _ = step(state, perm, data.x_train, data.y_train, keys.dropout, hp)
         out.append(state)
     jax.block_until_ready(out)
     return out
 
 
-def _vmapped(trainer, points):
-    result = S.train_grid(trainer, points)
+def _vmapped(setup, data, points):
+    result = G.train_grid(setup, data, points)
     jax.block_until_ready(result.states)
     return result
 
@@ -92,28 +100,28 @@ def _vmapped(trainer, points):
 def bench(hidden: str, epochs: int, repeats: int) -> dict:
     cfg = _config(hidden, epochs)
     data = load_dataset(cfg.data)
-    points = S.grid_points(cfg, "inverted")
+    points = G.grid_points(cfg, "inverted")
     contenders = {"sequential": _sequential, "per_step_loop": _per_step_loop, "vmapped": _vmapped}
-    first, steady = {}, {name: [] for name in contenders}
+    first, steady, setups = {}, {name: [] for name in contenders}, {}
     for name, fn in contenders.items():
-        trainer = Trainer(cfg, "inverted", data)  # fresh program cache key per contender
+        setup = F.make_setup(cfg, "inverted", data)  # fresh programs per contender
+        setups[name] = setup
         start = time.perf_counter()
-        fn(trainer, points)
+        fn(setup, data, points)
         first[name] = time.perf_counter() - start
     for _ in range(repeats):
         for name, fn in contenders.items():
-            trainer = Trainer(cfg, "inverted", data)
             start = time.perf_counter()
-            fn(trainer, points)
+            fn(setups[name], data, points)
             steady[name].append(time.perf_counter() - start)
     run = {name: float(np.median(v)) for name, v in steady.items()}
-    trainer = Trainer(cfg, "inverted", data)
+    schedule = setups["vmapped"].schedule
     return {
         "hidden": hidden,
         "epochs": epochs,
         "points": len(points),
-        "steps_per_point": trainer.total_steps,
-        "batch_size": trainer.batch_size,
+        "steps_per_point": schedule.total_steps,
+        "batch_size": schedule.batch_size,
         "first_call_s": first,
         "run_s": run,
         "compile_s_estimate": {n: first[n] - run[n] for n in contenders},

@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    from lab.sweep import run_mc_sweep
+    from lab.mc_sweep import run_mc_sweep
 
     try:
         with Display(enabled=cfg.progress, resume=START_OVER) as display:

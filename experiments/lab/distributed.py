@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lab.config import ConfigError, DistributedConfig, MeshConfig
+from lab.checks import ConfigError, check_range, fail
 
 MESH_AXES = ("data", "model")
 
@@ -42,6 +44,66 @@ _JOB_ENV = (
     ("SLURM_NTASKS", "SLURM_NTASKS"),
     ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_SIZE"),
 )
+
+
+@dataclass
+class MeshConfig:
+    """Device mesh of data-parallel training (``jax.sharding.Mesh``, axes ``data``, ``model``).
+
+    Attributes:
+      data: devices on the ``data`` axis, which splits each training batch, each
+        evaluation batch and (in sweeps) the grid points; ``-1``: every device left
+        after ``model``.
+      model: devices on the ``model`` axis: parameters and optimizer moments whose
+        last dimension it divides are split along that dimension (the rest are
+        replicated); ``1``: every device holds all parameters (plain data parallel).
+    """
+
+    data: int = -1
+    model: int = 1
+
+
+@dataclass
+class DistributedConfig:
+    """Multi-process setup (``jax.distributed.initialize``), one process per host.
+
+    Attributes:
+      enabled: ``true``: always initialize; ``false``: never; ``null`` (default):
+        initialize when a field below is set or the environment names a
+        multi-process job (``JAX_COORDINATOR_ADDRESS``, or SLURM / Open MPI with
+        more than one task).
+      coordinator_address: ``host:port`` of process 0 (``null``: from the
+        environment or the cluster).
+      num_processes: number of processes (``null``: from the environment).
+      process_id: this process's index (``null``: from the environment).
+      initialization_timeout: seconds to wait for every process to connect.
+    """
+
+    enabled: bool | None = None
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    initialization_timeout: int = 300
+
+
+def validate_mesh(mesh: MeshConfig | None) -> None:
+    """Checks the ``mesh`` section (``None``: one device)."""
+    if mesh is None:
+        return
+    if mesh.data != -1:
+        check_range("mesh.data", mesh.data, 1)
+    check_range("mesh.model", mesh.model, 1)
+
+
+def validate_distributed(dist: DistributedConfig) -> None:
+    """Checks the ``distributed`` section."""
+    if dist.num_processes is not None:
+        check_range("distributed.num_processes", dist.num_processes, 1)
+    if dist.process_id is not None:
+        check_range("distributed.process_id", dist.process_id, 0)
+        if dist.num_processes is not None and dist.process_id >= dist.num_processes:
+            fail("distributed.process_id", dist.process_id, "must be < num_processes.")
+    check_range("distributed.initialization_timeout", dist.initialization_timeout, 1)
 
 
 def initialize_kwargs(
@@ -201,3 +263,53 @@ def global_batch(
     ``jax.make_array_from_process_local_data``: no host sends its rows to another.
     """
     return jax.make_array_from_process_local_data(sharding, local, tuple(global_shape))
+
+
+def check_divides(mesh: Mesh, batch_size: int, eval_batch_size: int) -> None:
+    """Training and evaluation batches split evenly over the ``data`` axis.
+
+    Raises:
+      ConfigError: naming the batch-size key that is not a multiple of it.
+    """
+    data = mesh.shape["data"]
+    for key, size in (("train.batch_size", batch_size), ("train.eval_batch_size", eval_batch_size)):
+        if size % data:
+            raise ConfigError(
+                f"config key {key!r} = {size}: must be a multiple of the mesh's "
+                f"data axis ({data} devices)."
+            )
+
+
+def replicate(mesh: Mesh | None, tree: Any) -> Any:
+    """Outside jit: ``tree`` as device arrays, on every device of ``mesh`` when there is one."""
+    if mesh is None:
+        return jax.tree.map(jnp.asarray, tree)
+    return put(tree, NamedSharding(mesh, P()))
+
+
+def place_state(mesh: Mesh | None, tree: Any) -> Any:
+    """Outside jit: a state or parameters put on ``mesh`` as :func:`constrain_state` does."""
+    if mesh is None:
+        return tree
+    return put(tree, state_shardings(mesh, tree))
+
+
+def constrain_rows(mesh: Mesh | None, tree: Any) -> Any:
+    """Inside jit: rows (axis 0) of every leaf split over the ``data`` axis."""
+    if mesh is None:
+        return tree
+    return jax.lax.with_sharding_constraint(tree, batch_sharding(mesh))
+
+
+def constrain_state(mesh: Mesh | None, tree: Any) -> Any:
+    """Inside jit: parameters and optimizer state replicated (or split over ``model``)."""
+    if mesh is None:
+        return tree
+    return jax.lax.with_sharding_constraint(tree, state_shardings(mesh, tree))
+
+
+def example_rows(mesh: Mesh | None, shape: tuple[int, ...]) -> Any:
+    """Evaluation rows to compile for: split over ``data`` when there is a mesh."""
+    if mesh is None:
+        return jnp.zeros(shape, jnp.float32)
+    return jax.ShapeDtypeStruct(shape, jnp.float32, sharding=batch_sharding(mesh))

@@ -33,8 +33,9 @@ from omegaconf import OmegaConf
 from lab import distributed, evaluate, figures, provenance, report
 from lab.config import ExperimentConfig, enabled_methods, to_yaml
 from lab.data import TOY_PLOT_RANGE, Dataset, load_dataset, toy_function
+from lab.fit import RunKeys, Setup, fit, make_setup
 from lab.model import describe
-from lab.train import RunKeys, Trainer
+from lab.predict import Predictor
 
 
 def run_dir(cfg: ExperimentConfig) -> pathlib.Path:
@@ -103,27 +104,49 @@ def _prepare_checkpoints(
     distributed.sync(f"{directory}: provenance written")
 
 
+def evaluate_fit(cfg: ExperimentConfig, setup: Setup, data: Dataset, params, seed: int):
+    """Final metrics and plot arrays of one fitted (method, seed)."""
+    predictor = Predictor(setup, cfg.train.eval_batch_size)
+    keys, hp = RunKeys.from_seed(seed), setup.hparams()
+    if setup.task == "classification":
+        metrics, arrays = evaluate.classification(
+            predictor, params, hp, keys, data, cfg.eval.ece_bins
+        )
+    else:
+        grid = np.linspace(*TOY_PLOT_RANGE, 241) if cfg.data.name == "toy" else None
+        metrics, arrays = evaluate.regression(
+            predictor, params, hp, keys, data, list(cfg.eval.tau_grid), grid
+        )
+    metrics.update(setup.method.param_metrics(setup.settings, params))
+    metrics.update(
+        setup.method.final_metrics(setup.model, params, data.x_test, data.y_test, setup.task)
+    )
+    return metrics, arrays
+
+
 def run_one(
-    trainer: Trainer,
+    cfg: ExperimentConfig,
+    setup: Setup,
+    data: Dataset,
     seed: int,
     folder: pathlib.Path,
     tag: str,
     *,
     current: dict,
-    fresh: bool = False,
     on_eval: Callable[[int, dict], None] | None = None,
     on_note: Callable[[str], None] | None = None,
 ) -> dict:
     """Trains (or resumes) and evaluates one (method, seed); cached in ``results/``.
 
     Args:
-      trainer: the method's trainer.
+      cfg: the experiment config (``fresh``: reuse nothing).
+      setup: the method's setup (:func:`lab.fit.make_setup`).
+      data: the data set.
       seed: the training seed.
       folder: the run folder.
       tag: ``<method>-<fingerprint>``.
       current: this run's :func:`~lab.provenance.record` for the method; finished
         results and checkpoints are reused only when theirs matches.
-      fresh: reuse nothing.
       on_eval: ``on_eval(step, point)`` after each evaluation.
       on_note: receives the line that says why a result is recomputed.
 
@@ -133,24 +156,16 @@ def run_one(
     """
     result_path = folder / "results" / tag / f"seed_{seed}.json"
     said: list[str] = []
-    cached = _reusable(result_path, folder, current, fresh, said.append)
+    cached = _reusable(result_path, folder, current, cfg.fresh, said.append)
     if cached is not None:
         return {**cached, "reused": True}
     checkpoints = folder / "checkpoints" / tag / f"seed_{seed}"
-    _prepare_checkpoints(checkpoints, folder, current, fresh, said.append)
+    _prepare_checkpoints(checkpoints, folder, current, cfg.fresh, said.append)
     if said and on_note is not None:
         on_note(said[0])  # one line per (method, seed)
-    state, history, timing = trainer.fit(seed, checkpoints, on_eval=on_eval)
-    keys = RunKeys.from_seed(seed)
-    if trainer.task == "classification":
-        metrics, arrays = evaluate.classification(trainer, state["params"], keys)
-    else:
-        grid = None
-        if trainer.cfg.data.name == "toy":
-            grid = np.linspace(*TOY_PLOT_RANGE, 241)
-        metrics, arrays = evaluate.regression(trainer, state["params"], keys, grid)
-    metrics.update(trainer.param_metrics(state["params"]))
-    metrics.update(trainer.unpruned_metrics(state["params"]))
+    points = evaluate.curve_points(setup, data, seed, cfg.train.eval_batch_size, cfg.eval.ece_bins)
+    state, history, timing = fit(setup, data, seed, checkpoints, points, on_eval=on_eval)
+    metrics, arrays = evaluate_fit(cfg, setup, data, state["params"], seed)
     metrics["seconds_per_epoch"] = timing["seconds_per_epoch"]
     result = {"metrics": metrics, "history": history, "timing": timing}
     result["provenance"] = provenance.record(
@@ -199,18 +214,17 @@ def run_experiment(
     timing: dict[str, dict] = {}
     arrays: dict[str, dict] = {}  # [method][seed]: evaluation arrays for the plots
     for method in methods:
-        trainer = Trainer(cfg, method, data)
+        setup = make_setup(cfg, method, data)
         current = provenance.record(fingerprint(cfg, method), data_hash, code)
         tag = f"{method}-{current['config_hash']}"
         per_seed[method] = {}
         for seed in cfg.seeds:
             if on_start is not None:
-                on_start(method, seed, trainer.total_steps)
+                on_start(method, seed, setup.schedule.total_steps)
             hook = None if on_eval is None else functools.partial(on_eval, method, seed)
             result = run_one(
-                trainer, seed, folder, tag, current=current, fresh=cfg.fresh, on_eval=hook,
-                on_note=say,
-            )  # fmt: skip
+                cfg, setup, data, seed, folder, tag, current=current, on_eval=hook, on_note=say
+            )
             if on_done is not None:
                 on_done(method, seed, result)
             per_seed[method][str(seed)] = result["metrics"]

@@ -14,8 +14,9 @@ from scipy.special import logsumexp
 
 import dropout_lab as dl
 from lab import evaluate, load_config, load_dataset, run_experiment
-from lab.config import METHODS
-from lab.train import RunKeys, Trainer
+from lab.fit import RunKeys, init_state, make_setup
+from lab.methods import METHODS
+from lab.predict import Predictor
 
 CONFIGS = pathlib.Path(__file__).parents[2] / "configs"
 TINY = [
@@ -78,17 +79,19 @@ def _exact_nll(log_probs_t: np.ndarray, labels: np.ndarray) -> float:
 @pytest.mark.parametrize("method", ["none", "mc"])
 def test_label_probability_below_eps_scores_the_same_everywhere(digits_cfg, method):
     data = load_dataset(digits_cfg.data)
-    trainer = Trainer(digits_cfg, method, data)
+    setup = make_setup(digits_cfg, method, data)
+    predictor, hp = Predictor(setup, digits_cfg.train.eval_batch_size), setup.hparams()
     keys = RunKeys.from_seed(0)
     # Untrained weights scaled up: confident, often wrong predictions, so many test
     # labels get a probability far below float32 eps (some underflow to exactly 0).
-    params = jax.tree.map(lambda a: 6 * a, trainer.init(keys)["params"])
-    log_probs_t = trainer.predict_log_probs(params, data.x_test, keys.prediction_keys()["test"])
+    state = init_state(setup, keys.init, data.x_train[:1])
+    params = jax.tree.map(lambda a: 6 * a, state["params"])
+    log_probs_t = predictor.log_probs(params, data.x_test, keys.prediction_keys()["test"], hp)
     p_label = np.exp(log_probs_t).mean(0)[np.arange(len(data.y_test)), data.y_test]
     assert np.sum(p_label < EPS) >= 5
     exact = _exact_nll(log_probs_t, data.y_test)
-    table, _ = evaluate.classification(trainer, params, keys)
-    curve = trainer.curve_point(params, keys)
+    table, _ = evaluate.classification(predictor, params, hp, keys, data, 15)
+    curve = evaluate.curve_point(predictor, params, hp, keys, data, 15)
     assert table["test_nll"] == pytest.approx(exact, rel=1e-5)
     assert curve["test_nll"] == pytest.approx(table["test_nll"], rel=1e-6, abs=0)
     # The old table's definition, clipped at eps, reads lower: the bug this guards.

@@ -7,10 +7,12 @@ import pathlib
 import pytest
 
 from lab import load_config, run_experiment
-from lab.config import METHOD_ARCHITECTURES, METHODS
+from lab.methods import ARCHITECTURES, METHODS
 
-# The MLP methods (structured and concrete: tests/experiment/test_structured.py).
-MLP_METHODS = [m for m in METHODS if m not in METHOD_ARCHITECTURES or m == "dropconnect"]
+# The MLP methods (structured and concrete: tests/lab/test_structured.py).
+MLP_METHODS = [
+    n for n, m in METHODS.items() if m.architectures == ARCHITECTURES or n == "dropconnect"
+]
 
 CONFIGS = pathlib.Path(__file__).parents[2] / "configs"
 TINY = [

@@ -172,12 +172,12 @@ def test_patch_conv_matches_flax_conv(shape, kernel):
 
 
 def test_input_shapes_are_inferred_and_checked():
-    assert input_shape(_load("structured_cnn_digits"), 64) == (8, 8, 1)
-    assert input_shape(_load("structured_rnn_mnist1d"), 40) == (40, 1)
+    assert input_shape(_load("structured_cnn_digits").model, 64) == (8, 8, 1)
+    assert input_shape(_load("structured_rnn_mnist1d").model, 40) == (40, 1)
     with pytest.raises(ConfigError, match="model.input_shape"):
-        input_shape(_load("structured_cnn_digits"), 40)
+        input_shape(_load("structured_cnn_digits").model, 40)
     with pytest.raises(ConfigError, match="model.input_shape"):
-        input_shape(_load("structured_rnn_mnist1d", "model.input_shape=[20,3]"), 40)
+        input_shape(_load("structured_rnn_mnist1d", "model.input_shape=[20,3]").model, 40)
 
 
 @pytest.mark.parametrize(
@@ -254,24 +254,26 @@ def test_sparse_vd_loss_is_nll_plus_kl_over_n(sparse_vd_run):
 
     import dropout_lab as dl
     from lab.data import load_dataset
-    from lab.train import RunKeys, Trainer
+    from lab.fit import RunKeys, init_state, make_setup
 
     cfg, _ = sparse_vd_run
-    trainer = Trainer(cfg, "sparse_vd", load_dataset(cfg.data))
-    params = trainer.init(RunKeys.from_seed(0))["params"]
-    x, y = trainer.x_train[:32], trainer.y_train[:32]
+    data = load_dataset(cfg.data)
+    setup = make_setup(cfg, "sparse_vd", data)
+    params = init_state(setup, RunKeys.from_seed(0).init, data.x_train[:1])["params"]
+    x, y = data.x_train[:32], data.y_train[:32]
     key = jax.random.key(5)
-    out = trainer.model.apply({"params": params}, x, deterministic=False, rngs={"dropout": key})
+    out = setup.model.apply({"params": params}, x, deterministic=False, rngs={"dropout": key})
     nll = optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
     kl = sum(
         dl.variational_kl(dl.variational_log_alpha(p["kernel"], p["log_sigma2"]))
         for p in params.values()
     )
     assert set(params) == {"dense_0", "dense_1", "out"}
-    expected = nll + kl / len(trainer.x_train)
+    expected = nll + kl / len(data.x_train)
     # The KL term dominates at initialization (log alpha ~ -6: ~3.5 nats per weight).
-    assert float(kl / len(trainer.x_train)) > float(nll)
-    np.testing.assert_allclose(trainer.loss(params, x, y, key, 0.0, 0.0), expected, rtol=1e-5)
+    assert float(kl / len(data.x_train)) > float(nll)
+    loss = setup.method.loss(setup.model, params, x, y, key, setup.hparams(), setup.task)
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
 
 @pytest.fixture(scope="module")

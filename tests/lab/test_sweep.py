@@ -1,4 +1,4 @@
-"""Vmapped sweeps: equal to the sequential trainer, chunking, rate 0, configs, scripts.
+"""Vmapped sweeps: equal to the sequential fit, chunking, rate 0, configs, scripts.
 
 Tolerance: the vmapped step runs the same masks, batches and element-wise math as the
 sequential one; only the matmuls are batched kernels that may round differently. Over
@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 
 from lab import ConfigError, load_dataset
-from lab import sweep as S
+from lab import grid as G
+from lab.fit import fit, make_setup
+from lab.mc_sweep import loglog_slope, mc_spread
+from lab.methods import METHODS
 from lab.sweep_config import load_sweep_config
-from lab.train import RunKeys, Trainer
 
 RTOL = 1e-5
 TINY = [
@@ -54,16 +56,15 @@ def data():
 
 @pytest.fixture(scope="module")
 def grid(data):
-    trainer = Trainer(_cfg(), "inverted", data)
-    points = S.grid_points(_cfg(), "inverted")
-    return trainer, points, S.train_grid(trainer, points)
+    setup = make_setup(_cfg(), "inverted", data)
+    points = G.grid_points(_cfg(), "inverted")
+    return setup, points, G.train_grid(setup, data, points)
 
 
 def _sequential(data, method, seed, rate, *extra):
-    cfg = _cfg(f"methods.{method}.rate={rate}", f"methods.{method}.input_rate=0", *extra)
-    trainer = Trainer(cfg, method, data)
-    keys = RunKeys.from_seed(seed)
-    state, _ = trainer.train_chunk(trainer.init(keys), keys, trainer.total_steps)
+    rates = [f"methods.{method}.rate={rate}", f"methods.{method}.input_rate=0"]
+    cfg = _cfg(*(rates if METHODS[method].sweeps_rate else []), *extra)
+    state, _, _ = fit(make_setup(cfg, method, data), data, seed, None, lambda params: {})
     return state["params"]
 
 
@@ -75,10 +76,10 @@ def _assert_close(a, b, rtol=RTOL):
 
 
 def test_grid_order_and_shapes(grid):
-    trainer, points, result = grid
+    setup, points, result = grid
     assert [(p.rate, p.seed) for p in points] == [(0.0, 0), (0.0, 1), (0.5, 0), (0.5, 1)]
-    assert result.losses.shape == (4, trainer.cfg.train.epochs)
-    assert np.all(np.asarray(result.states["step"]) == trainer.total_steps)
+    assert result.losses.shape == (4, _cfg().train.epochs)
+    assert np.all(np.asarray(result.states["step"]) == setup.schedule.total_steps)
     assert np.all(np.isfinite(result.losses))
 
 
@@ -87,7 +88,7 @@ def test_vmapped_equals_sequential(grid, data, index):
     _, points, result = grid
     p = points[index]
     _assert_close(
-        _sequential(data, "inverted", p.seed, p.rate), S.point_params(result.states, index)
+        _sequential(data, "inverted", p.seed, p.rate), G.point_params(result.states, index)
     )
 
 
@@ -102,37 +103,33 @@ def test_different_grid_points_differ(grid):
     # Guards the equality tests: another seed or rate changes the parameters by
     # >= 1000 times the tolerance.
     _, _, result = grid
-    a, b, c = (S.point_params(result.states, i) for i in (0, 1, 2))
+    a, b, c = (G.point_params(result.states, i) for i in (0, 1, 2))
     assert _relative_difference(a, b) > 1000 * RTOL
     assert _relative_difference(a, c) > 1000 * RTOL
 
 
 def test_rdrop_alpha_is_vmapped(data):
     cfg = _cfg("sweep.rates=[0.5]", "sweep.seeds=1")
-    trainer = Trainer(cfg, "rdrop", data)
-    points = S.grid_points(cfg, "rdrop")
+    setup = make_setup(cfg, "rdrop", data)
+    points = G.grid_points(cfg, "rdrop")
     assert [p.alpha for p in points] == [0.5, 2.0]
-    result = S.train_grid(trainer, points)
-    p = points[1]  # alpha 2: the traced alpha is not the trainer's configured 1.0
+    result = G.train_grid(setup, data, points)
+    p = points[1]  # alpha 2: the traced alpha is not the configured 1.0
     expected = _sequential(data, "rdrop", p.seed, p.rate, f"methods.rdrop.alpha={p.alpha}")
-    _assert_close(expected, S.point_params(result.states, 1))
-    assert _relative_difference(expected, S.point_params(result.states, 0)) > 1000 * RTOL
+    _assert_close(expected, G.point_params(result.states, 1))
+    assert _relative_difference(expected, G.point_params(result.states, 0)) > 1000 * RTOL
 
 
-def test_chunked_equals_unchunked(grid):
-    trainer, points, result = grid
-    chunked = S.train_grid(trainer, points, chunk_size=3)  # chunks of 3 and 1 (+2 pad)
+def test_chunked_equals_unchunked(grid, data):
+    setup, points, result = grid
+    chunked = G.train_grid(setup, data, points, chunk_size=3)  # chunks of 3 and 1 (+2 pad)
     _assert_close(result.states["params"], chunked.states["params"])
     np.testing.assert_allclose(chunked.losses, result.losses, rtol=RTOL)
 
 
 def test_rate_zero_equals_no_dropout(grid, data):
     _, _, result = grid
-    cfg = _cfg()
-    trainer = Trainer(cfg, "none", data)
-    keys = RunKeys.from_seed(0)
-    state, _ = trainer.train_chunk(trainer.init(keys), keys, trainer.total_steps)
-    _assert_close(state["params"], S.point_params(result.states, 0))
+    _assert_close(_sequential(data, "none", 0, 0.0), G.point_params(result.states, 0))
 
 
 @pytest.mark.parametrize(
@@ -162,8 +159,8 @@ def test_configs_load():
     cfg = load_sweep_config(
         "configs/sweep_digits.yaml", ["sweep.rates=[0,0.1,0.2,0.3,0.5,0.7]", "sweep.seeds=8"]
     )
-    assert len(S.grid_points(cfg, "inverted")) == 48
-    assert len(S.grid_points(cfg, "none")) == 8
+    assert len(G.grid_points(cfg, "inverted")) == 48
+    assert len(G.grid_points(cfg, "none")) == 8
 
 
 def test_mc_spread_is_one_over_sqrt_t():
@@ -172,14 +169,14 @@ def test_mc_spread_is_one_over_sqrt_t():
     # per-T estimate averages >= 64*3*8 block variances, so its relative error is a
     # few percent and the fitted slope is within 0.05 of -1/2 (measured -0.50).
     probs = np.asarray(jax.random.uniform(jax.random.key(0), (8000, 64, 3)))
-    spread = S.mc_spread(probs, [10, 100, 1000])
+    spread = mc_spread(probs, [10, 100, 1000])
     sigma = np.sqrt(1 / 12)
     for t, s in spread.items():
         assert abs(s * np.sqrt(t) / sigma - 1) < 0.1, (t, s)
-    assert abs(S.loglog_slope(list(spread), list(spread.values())) + 0.5) < 0.05
+    assert abs(loglog_slope(list(spread), list(spread.values())) + 0.5) < 0.05
 
 
-def test_sweep_script_smoke(tmp_path, grid):
+def test_sweep_script_smoke(tmp_path, grid, data):
     main = _script("sweep")
     rc = main(
         ["configs/sweep_digits.yaml", *TINY, "sweep.methods=[inverted]", f"output_dir={tmp_path}"]
@@ -193,13 +190,12 @@ def test_sweep_script_smoke(tmp_path, grid):
     assert len(out["rows"]) == 4 and {e["rate"] for e in out["summary"]} == {0.0, 0.5}
     assert out["best_rate"]["inverted"]["test_acc"] in (0.0, 0.5)
     # The script's models are the grid fixture's models: same metrics as evaluating them.
-    trainer, _, result = grid
-    rows = S.evaluate_grid(trainer, result)
+    setup, _, result = grid
+    rows = G.evaluate_grid(setup, data, result, _cfg())
     assert [r["test_acc"] for r in rows] == [r["test_acc"] for r in out["rows"]]
 
 
 def test_mc_sweep_script_smoke(tmp_path, grid):
-    # Same grid as the fixture (mc trains like inverted): its program is reused.
     main = _script("mc_sweep")
     rc = main(
         ["configs/mc_sweep_toy.yaml", *TINY, "sweep.methods=[mc]", "train.learning_rate=0.001",

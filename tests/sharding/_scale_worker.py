@@ -23,8 +23,11 @@ import dropout_lab as dl  # noqa: E402
 
 # The lab lives in experiments/ (not in the wheel); a subprocess has no pytest path.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "experiments"))
-from lab import Trainer, load_config, load_dataset  # noqa: E402
-from lab import sweep as S  # noqa: E402
+from lab import grid as G  # noqa: E402
+from lab import load_config, load_dataset  # noqa: E402
+from lab.evaluate import curve_points  # noqa: E402
+from lab.fit import fit, make_setup  # noqa: E402
+from lab.predict import Predictor  # noqa: E402
 from lab.sweep_config import load_sweep_config  # noqa: E402
 
 COLLECTIVES = ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter")
@@ -55,11 +58,14 @@ def training() -> dict:
     data = load_dataset(load_config(None, BASE).data)
     runs = {}
     for name, extra in MESHES.items():
-        trainer = Trainer(load_config(None, BASE + extra), "mc", data)
-        state, history, _ = trainer.fit(0)
+        cfg = load_config(None, BASE + extra)
+        setup = make_setup(cfg, "mc", data)
+        state, history, _ = fit(setup, data, 0, None, curve_points(setup, data, 0, 64, 15))
         params = jax.tree.map(np.asarray, state["params"])
         runs[name] = {
-            "trainer": trainer,
+            "mc": Predictor(setup, 64),
+            "deterministic": Predictor(make_setup(cfg, "inverted", data), 64),
+            "hparams": setup.hparams(),
             "params": params,
             "history": [
                 {k: v for k, v in p.items() if k not in ("step", "epoch")} for p in history
@@ -69,8 +75,11 @@ def training() -> dict:
     ref = runs["1"]
     out = {}
     key = jax.random.key(3)
-    ref_mc = ref["trainer"].predict_mc(ref["params"], data.x_test, key)
-    ref_pred = ref["trainer"].predict(ref["params"], data.x_test)
+
+    def predict(run, kind):
+        return run[kind].passes(ref["params"], data.x_test, key, run["hparams"])
+
+    ref_mc, ref_pred = predict(ref, "mc"), predict(ref, "deterministic")
     for name in ("4", "2x2"):
         run = runs[name]
         out[name] = {
@@ -79,10 +88,8 @@ def training() -> dict:
             "num_points": [len(ref["history"]), len(run["history"])],
             "sharding": run["sharding"],
             # Same parameters on both sides: the evaluation forwards alone.
-            "predict": max_diffs(ref_pred, run["trainer"].predict(ref["params"], data.x_test)),
-            "predict_mc": max_diffs(
-                ref_mc, run["trainer"].predict_mc(ref["params"], data.x_test, key)
-            ),
+            "predict": max_diffs(ref_pred, predict(run, "deterministic")),
+            "predict_mc": max_diffs(ref_mc, predict(run, "mc")),
         }
     return out
 
@@ -140,9 +147,8 @@ def sweeping() -> dict:
     data = load_dataset(cfg1.data)
     results = {}
     for name, cfg in (("1", cfg1), ("4", cfg4)):
-        trainer = Trainer(cfg, "inverted", data)
-        grid = S.train_grid(trainer, S.grid_points(cfg, "inverted"))
-        results[name] = (grid, trainer)
+        setup = make_setup(cfg, "inverted", data)
+        results[name] = (G.train_grid(setup, data, G.grid_points(cfg, "inverted")), setup)
     g1, g4 = results["1"][0], results["4"][0]
     states1 = jax.tree.map(np.asarray, g1.states)
     states4 = jax.tree.map(np.asarray, g4.states)
