@@ -33,7 +33,7 @@ from dropout_lab import ops
 from lab import provenance, report, scores
 from lab.config import DataConfig
 from lab.data import load_dataset
-from lab.graph_config import GraphConfig, enabled_graph_methods
+from lab.graph_config import GRAPH_DROPS, GraphConfig, GraphDrop, enabled_graph_methods
 from lab.run import _write_atomic
 
 
@@ -117,31 +117,31 @@ def forward(
     key: jax.Array,
     rate: ArrayLike,
     *,
-    method: str,
+    method: GraphDrop,
     deterministic: bool,
 ) -> jax.Array:
-    """Logits ``[num_nodes, num_classes]`` of the GCN with ``method``'s dropout."""
+    """Logits ``[num_nodes, num_classes]`` of the GCN with ``method``'s dropout sites."""
     x, edge_index = graph.x, graph.edge_index
     num_nodes, num_edges = x.shape[0], edge_index.shape[1]
     k_edge, k_in, k_hidden = jax.random.split(key, 3)
-    if method == "drop_edge" and not deterministic:
+    if method.edges and not deterministic:
         dropped = ops.drop_edge(
             k_edge, edge_index, rate, num_nodes=num_nodes, undirected=True, normalize=True
         )
         weight, loop = dropped.edge_weight, dropped.self_loop_weight
     else:
         weight, loop = ops.gcn_normalize_edges(edge_index, jnp.ones(num_edges), num_nodes)
-    off = deterministic or method not in ("inverted", "drop_node")
-    if method == "drop_node":
-        x = ops.drop_node(k_in, x, rate, deterministic=off).x
+    off = deterministic or not method.features
+    if method.nodes:
+        x = ops.drop_node(k_in, x, rate, deterministic=deterministic).x
     else:
         x = ops.dropout(k_in, x, rate, deterministic=off)
     h = jax.nn.relu(propagate(x @ params["w0"], edge_index, weight, loop) + params["b0"])
-    h = ops.dropout(k_hidden, h, rate, deterministic=deterministic or method != "inverted")
+    h = ops.dropout(k_hidden, h, rate, deterministic=off)
     return propagate(h @ params["w1"], edge_index, weight, loop) + params["b1"]
 
 
-def loss_fn(params: dict, graph: Graph, key: jax.Array, rate: jax.Array, method: str):
+def loss_fn(params: dict, graph: Graph, key: jax.Array, rate: jax.Array, method: GraphDrop):
     """Mean cross-entropy over the training nodes of one stochastic forward."""
     logits = forward(params, graph, key, rate, method=method, deterministic=False)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, graph.labels)
@@ -153,7 +153,7 @@ def train(
     key: jax.Array,
     rate: jax.Array,
     *,
-    method: str,
+    method: GraphDrop,
     num_classes: int,
     hidden: int,
     steps: int,
@@ -183,7 +183,9 @@ def train(
 @jax.jit
 def predict(params: dict, graph: Graph) -> jax.Array:
     """Class log-probabilities ``[num_nodes, num_classes]`` of the full graph, no dropout."""
-    logits = forward(params, graph, jax.random.key(0), 0.0, method="none", deterministic=True)
+    logits = forward(
+        params, graph, jax.random.key(0), 0.0, method=GRAPH_DROPS["none"], deterministic=True
+    )
     return jax.nn.log_softmax(logits)
 
 
@@ -222,7 +224,7 @@ def run_graph(cfg: GraphConfig) -> dict:
 
         def fit(graph, key, rate, method=method):
             return train(
-                graph, key, rate, method=method, num_classes=num_classes,
+                graph, key, rate, method=GRAPH_DROPS[method], num_classes=num_classes,
                 hidden=cfg.hidden, steps=cfg.steps, tx=tx,
             )  # fmt: skip
 

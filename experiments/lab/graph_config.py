@@ -11,10 +11,35 @@ import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from lab.config import _check_choice, _check_range, _fail, merge_config
+from lab.checks import check_choice, check_range, fail
+from lab.config import merge_config
 
 GRAPH_DATASETS = ("digits", "breast_cancer", "mnist1d")
-GRAPH_METHODS = ("none", "inverted", "drop_edge", "drop_node")
+
+
+@dataclass(frozen=True)
+class GraphDrop:
+    """Where a graph method drops: edges, whole input nodes, or input and hidden features.
+
+    Attributes:
+      edges: DropEdge (Rong et al., ICLR 2020): undirected edges, graph re-normalized.
+      nodes: DropNode (Feng et al., NeurIPS 2020): whole input feature rows.
+      features: inverted dropout on the input features and the hidden layer.
+    """
+
+    edges: bool = False
+    nodes: bool = False
+    features: bool = False
+
+
+# The graph experiment's table of methods: each declared once.
+GRAPH_DROPS = {
+    "none": GraphDrop(),
+    "inverted": GraphDrop(features=True),
+    "drop_edge": GraphDrop(edges=True),
+    "drop_node": GraphDrop(nodes=True),
+}
+GRAPH_METHODS = tuple(GRAPH_DROPS)
 
 
 @dataclass
@@ -125,24 +150,24 @@ def enabled_graph_methods(cfg: GraphConfig) -> list[str]:
 def validate_graph_config(cfg: GraphConfig) -> None:
     """Checks every value's range; raises :class:`ConfigError` naming the key."""
     d = cfg.data
-    _check_choice("data.name", d.name, GRAPH_DATASETS)
-    _check_range("data.test_fraction", d.test_fraction, 0.0, 1.0, low_open=True, high_open=True)
-    _check_range("data.max_examples", d.max_examples, 0)
-    _check_range("data.num_neighbors", d.num_neighbors, 1)
+    check_choice("data.name", d.name, GRAPH_DATASETS)
+    check_range("data.test_fraction", d.test_fraction, 0.0, 1.0, low_open=True, high_open=True)
+    check_range("data.max_examples", d.max_examples, 0)
+    check_range("data.num_neighbors", d.num_neighbors, 1)
     if d.max_examples and d.num_neighbors >= d.max_examples:
-        _fail("data.num_neighbors", d.num_neighbors, "must be < data.max_examples.")
+        fail("data.num_neighbors", d.num_neighbors, "must be < data.max_examples.")
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
-        _fail("seeds", list(cfg.seeds), "needs at least one seed, all distinct.")
+        fail("seeds", list(cfg.seeds), "needs at least one seed, all distinct.")
     for i, seed in enumerate(cfg.seeds):
-        _check_range(f"seeds[{i}]", seed, 0)
-    _check_range("hidden", cfg.hidden, 1)
-    _check_range("steps", cfg.steps, 1)
-    _check_range("learning_rate", cfg.learning_rate, 0.0, low_open=True)
-    _check_range("weight_decay", cfg.weight_decay, 0.0)
-    _check_range("ece_bins", cfg.ece_bins, 1)
+        check_range(f"seeds[{i}]", seed, 0)
+    check_range("hidden", cfg.hidden, 1)
+    check_range("steps", cfg.steps, 1)
+    check_range("learning_rate", cfg.learning_rate, 0.0, low_open=True)
+    check_range("weight_decay", cfg.weight_decay, 0.0)
+    check_range("ece_bins", cfg.ece_bins, 1)
     if not enabled_graph_methods(cfg):
-        _fail("methods", "all disabled", "enable at least one method.")
+        fail("methods", "all disabled", "enable at least one method.")
     for name in GRAPH_METHODS:
         # A rate of 1 drops every feature, edge or node: nothing left to learn from.
         rate = getattr(cfg.methods, name).rate
-        _check_range(f"methods.{name}.rate", rate, 0.0, 1.0, high_open=True)
+        check_range(f"methods.{name}.rate", rate, 0.0, 1.0, high_open=True)

@@ -12,7 +12,7 @@ import pytest
 
 from lab import ConfigError
 from lab.graph import knn_edges, load_graph, run_graph, train
-from lab.graph_config import load_graph_config
+from lab.graph_config import GRAPH_DROPS, load_graph_config
 
 CONFIG = pathlib.Path(__file__).parents[2] / "configs" / "graph_digits.yaml"
 TINY = ["data.max_examples=80", "data.num_neighbors=3", "hidden=8", "steps=4", "seeds=[0,1]"]
@@ -68,7 +68,7 @@ def _train(graph, num_classes, method, rate):
             graph,
             jax.random.key(3),
             rate,
-            method=method,
+            method=GRAPH_DROPS[method],
             num_classes=num_classes,
             hidden=8,
             steps=4,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from lab import ConfigError, load_config, run_experiment
-from lab.model import PatchConv, build_model, input_shape
+from lab.convnet import PatchConv
+from lab.model import build_model, input_shape
 
 CONFIGS = pathlib.Path(__file__).parents[2] / "configs"
 COMMON = ["seeds=[0]", "train.epochs=1", "plots=false", "progress=false"]
