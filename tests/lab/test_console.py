@@ -21,6 +21,7 @@ TINY = [
     "data.max_examples=240",
     "model.hidden=[16]",
     "train.batch_size=32",
+    "train.eval_every=0",  # a curve point per epoch
     "train.eval_batch_size=64",
     "seeds=[0]",
     "plots=false",

@@ -145,6 +145,7 @@ def test_run_writes_figures_and_their_captions(tmp_path):
             "model.hidden=[8]",
             "train.epochs=1",
             "train.batch_size=32",
+            "train.eval_every=0",  # a curve point per epoch
             "methods.classic.enabled=false",
             "methods.rdrop.enabled=false",
             "methods.inverted.enabled=false",

@@ -20,6 +20,7 @@ TINY = [
     "model.hidden=[16]",
     "train.epochs=2",
     "train.batch_size=32",
+    "train.eval_every=0",  # a curve point per epoch
     "train.eval_batch_size=64",
     "methods.mc.num_samples=4",
     "methods.mc.chunk_size=2",
