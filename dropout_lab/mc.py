@@ -63,7 +63,7 @@ from jax.typing import ArrayLike
 
 from dropout_lab import _checks
 
-__all__ = ["Moments", "mean", "nnx_fn", "sample", "sample_nnx", "split_keys"]
+__all__ = ["Moments", "mean", "nnx_fn", "sample", "sample_nnx", "sample_pool", "split_keys"]
 
 
 class Moments(NamedTuple):
@@ -218,6 +218,139 @@ def sample(
     padded = _shard_samples(padded.reshape((num_chunks, chunk, *keys.shape[1:])), sharding, 1)
     ys = _shard_samples(jax.lax.map(jax.vmap(f), padded), sharding, 1)
     return jax.tree.map(lambda y: y.reshape((-1, *y.shape[2:]))[:num_samples], ys)
+
+
+def _pool_size(x_pool: Any) -> int:
+    """The common leading size ``N`` of every leaf of ``x_pool``."""
+    sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else -1 for leaf in jax.tree.leaves(x_pool)}
+    if len(sizes) != 1 or -1 in sizes:
+        raise ValueError(
+            "x_pool must be an array (or pytree of arrays) whose leaves share a leading "
+            f"pool axis; got leading sizes {sorted(sizes)} (-1: a scalar leaf)."
+        )
+    return sizes.pop()
+
+
+def sample_pool(
+    fn: Callable[[jax.Array, Any], Any],
+    key: ArrayLike,
+    x_pool: Any,
+    num_samples: int,
+    *,
+    pool_chunk_size: int | None = None,
+    chunk_size: int | None = None,
+    transform: Callable[[Any], Any] | None = None,
+    reduce: Callable[[Any], Any] | None = None,
+) -> Any:
+    r"""MC passes over a pool of inputs, chunk by chunk, with the same keys for every chunk.
+
+    The pool ``x_pool [N, ...]`` is cut into chunks of ``pool_chunk_size`` points, and
+    each chunk ``x_c`` gets :func:`sample`'s passes with the *same* ``key``:
+
+    .. math::
+        y_{t, c} = \text{transform}(\text{fn}(k_t, x_c)),\qquad
+        (k_1, \dots, k_T) = \texttt{jax.random.split}(\text{key}, T)
+
+    so pass :math:`t` uses key :math:`k_t` for every chunk. With ``reduce`` (a function
+    of one chunk's stacked passes ``[T, n, ...]`` returning per-point values
+    ``[n, ...]``, e.g. ``dl.acquisition.bald``) only the reduced values are kept, so the
+    memory of the call is set by ``pool_chunk_size`` (and ``chunk_size``), not by
+    ``N``. The chunks run in sequence in a ``lax.fori_loop``; when ``pool_chunk_size``
+    does not divide ``N`` the last chunk is the last ``pool_chunk_size`` points (it
+    overlaps the previous one, and its values are the ones kept).
+
+    **Consistent MC dropout.** BatchBALD scores points jointly, so pass :math:`t` must
+    be the same sub-network for every pool point (Kirsch et al. 2019, who call this
+    consistent MC dropout). Here the keys are shared across chunks; the masks are the
+    same for every point when no mask depends on the position of a point in its
+    chunk, i.e. when every dropout layer shares its mask over the batch axis:
+    ``dl.dropout(key, h, rate, broadcast_dims=(0,))`` on ``h [batch, features]``, or
+    ``dl.linen.Dropout(rate, broadcast_dims=(0,))`` / ``dl.nnx.Dropout``. The mask is
+    then ``[1, features]``, drawn from ``k_t`` alone, and pass :math:`t` applies it to
+    every point of every chunk: chunked and whole-pool runs give the same passes
+    (bit for bit for elementwise work; matmuls to float rounding, see :func:`sample`).
+    Train with per-example masks as usual; share the mask only for these passes.
+
+    Args:
+      fn: function ``fn(key, x_chunk)`` of one PRNG key and a chunk of inputs
+        ``[n, ...]``, returning an array or pytree with the chunk axis first, e.g.
+        ``lambda k, x: model.apply(params, x, deterministic=False, rngs={"dropout": k})``.
+      key: a PRNG key, typed or legacy; every chunk receives the same split of it.
+      x_pool: the pool ``[N, ...]`` (an array or a pytree whose leaves share ``N``).
+      num_samples: number of passes ``T`` (a Python int).
+      pool_chunk_size: pool points evaluated together (a Python int); ``None``
+        evaluates the whole pool at once.
+      chunk_size: passes evaluated together within a chunk (see :func:`sample`).
+      transform: applied to each pass, e.g. ``jax.nn.softmax``.
+      reduce: maps one chunk's ``[T, n, ...]`` passes to ``[n, ...]`` per-point values.
+
+    Returns:
+      Without ``reduce``: the passes ``[num_samples, N, ...]`` per leaf. With it: the
+      reduced values ``[N, ...]`` per leaf.
+
+    Raises:
+      ValueError: bad counts, leaves of ``x_pool`` without a common leading axis, or a
+        ``reduce`` whose output does not keep the chunk axis first.
+
+    References:
+      Kirsch, van Amersfoort & Gal, "BatchBALD: Efficient and Diverse Batch
+      Acquisition for Deep Bayesian Active Learning", NeurIPS 2019.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> fn = lambda k, x: dl.dropout(k, x, 0.5, broadcast_dims=(0,))
+      >>> x_pool = jnp.ones((10, 3))
+      >>> y = dl.mc.sample_pool(fn, jax.random.key(0), x_pool, 4, pool_chunk_size=4)
+      >>> y.shape, y.dtype
+      ((4, 10, 3), dtype('float32'))
+      >>> s = dl.mc.sample_pool(fn, jax.random.key(0), x_pool, 4, pool_chunk_size=4,
+      ...                       reduce=lambda y_t: y_t.var(axis=0).sum(axis=-1))
+      >>> s.shape
+      (10,)
+    """
+    _check_counts(num_samples, chunk_size)
+    num_points = _pool_size(x_pool)
+    chunk = num_points
+    if pool_chunk_size is not None:
+        if isinstance(pool_chunk_size, bool) or not isinstance(pool_chunk_size, int):
+            raise ValueError(f"pool_chunk_size must be a Python int, got {pool_chunk_size!r}.")
+        if pool_chunk_size < 1:
+            raise ValueError(f"pool_chunk_size must be positive, got {pool_chunk_size}.")
+        chunk = min(pool_chunk_size, num_points)
+
+    def run(x_chunk: Any) -> Any:
+        ys = sample(
+            lambda k: fn(k, x_chunk), key, num_samples, chunk_size=chunk_size, transform=transform
+        )
+        return ys if reduce is None else reduce(ys)
+
+    if chunk == num_points:
+        return run(x_pool)
+    axis = 1 if reduce is None else 0
+
+    def take(start: Any) -> Any:
+        return jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, chunk), x_pool)
+
+    shapes = jax.eval_shape(run, take(0))
+    for leaf in jax.tree.leaves(shapes):
+        if leaf.ndim <= axis or leaf.shape[axis] != chunk:
+            raise ValueError(
+                f"each output leaf must have the chunk axis ({chunk} points) at axis {axis}; "
+                f"got shape {leaf.shape}. reduce must return per-point values [n, ...]."
+            )
+
+    def body(i: jax.Array, out: Any) -> Any:
+        start = jnp.minimum(i * chunk, num_points - chunk)
+        ys = run(take(start))
+        return jax.tree.map(
+            lambda o, y: jax.lax.dynamic_update_slice_in_dim(o, y, start, axis), out, ys
+        )
+
+    out = jax.tree.map(
+        lambda s: jnp.zeros((*s.shape[:axis], num_points, *s.shape[axis + 1 :]), s.dtype), shapes
+    )
+    return jax.lax.fori_loop(0, -(-num_points // chunk), body, out)
 
 
 def _promote(y: jax.Array) -> jax.Array:

@@ -15,6 +15,14 @@ take a score (higher means "more likely positive", e.g. predictive entropy for
 out-of-distribution inputs) and a boolean ``is_positive``, and handle tied scores
 exactly as scikit-learn's ``roc_auc_score`` and ``average_precision_score``.
 
+Selective prediction (``risk_coverage``, ``aurc``, ``augrc``) takes a ``confidence``
+and a boolean ``correct``; exact, one point per coverage, ties taken together. The
+out-of-distribution scores ``max_softmax``, ``negative_entropy``,
+``negative_mutual_information`` and ``negative_energy`` share one sign convention:
+**higher = more confident, more in-distribution**. Use them as ``confidence`` directly,
+and for detection as ``auroc(score, is_in_distribution)`` (equivalently
+``auroc(-score, is_ood)``).
+
 References:
   Guo, Pleiss, Sun & Weinberger, "On Calibration of Modern Neural Networks",
   ICML 2017.
@@ -33,19 +41,27 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from dropout_lab import _checks
+from dropout_lab import _checks, uncertainty
 
 __all__ = [
     "ReliabilityDiagram",
+    "RiskCoverage",
     "accuracy",
+    "augrc",
     "aupr",
+    "aurc",
     "auroc",
     "brier",
     "classwise_ece",
     "ece",
+    "max_softmax",
+    "negative_energy",
+    "negative_entropy",
+    "negative_mutual_information",
     "nll",
     "nll_from_log_probs",
     "reliability_diagram",
+    "risk_coverage",
     "rmse",
 ]
 
@@ -500,3 +516,274 @@ def aupr(scores: ArrayLike, is_positive: ArrayLike) -> jax.Array:
     )
     precision = (num_pos - pos_below).astype(scores.dtype) / at_or_above
     return jnp.sum(jnp.where(positive, precision, 0)) / num_pos
+
+
+class RiskCoverage(NamedTuple):
+    r"""Risk-coverage curve, one point per coverage :math:`k/N`, :math:`k = 1, \dots, N`.
+
+    Attributes:
+      coverage: :math:`k/N` ``[N]``.
+      risk: selective risk :math:`E_k / k` (errors among the :math:`k` most confident).
+      generalized_risk: :math:`E_k / N` (Traub et al. 2024) ``[N]``.
+    """
+
+    coverage: jax.Array
+    risk: jax.Array
+    generalized_risk: jax.Array
+
+
+def _accepted_errors(confidence: ArrayLike, correct: ArrayLike) -> jax.Array:
+    r"""Errors among the ``k`` most confident examples, ``k = 1..N``, ties averaged.
+
+    Sorted by decreasing confidence, the examples tied with the ``k``-th form a group
+    ``[s, e)`` accepted or rejected together; inside it the count is interpolated,
+    :math:`E_k = E_s + (k - s)(E_e - E_s)/(e - s)`, which is the expected count when
+    the tied examples are taken in a uniformly random order.
+    """
+    confidence = _checks.check_float_array(confidence, "confidence")
+    correct = jnp.asarray(correct)
+    if confidence.shape != correct.shape or confidence.size == 0:
+        raise ValueError(
+            f"confidence {confidence.shape} and correct {correct.shape} must have the same "
+            "non-empty shape."
+        )
+    confidence = confidence.ravel().astype(jnp.promote_types(confidence.dtype, jnp.float32))
+    errors = (correct.ravel() == 0).astype(confidence.dtype)
+    order = jnp.argsort(confidence, descending=True)
+    ascending = jnp.sort(confidence)
+    num = confidence.shape[0]
+    cum = jnp.concatenate([jnp.zeros((1,), confidence.dtype), jnp.cumsum(errors[order])])
+    value = confidence[order]
+    start = num - jnp.searchsorted(ascending, value, side="right")  # more confident
+    end = num - jnp.searchsorted(ascending, value, side="left")  # at least as confident
+    k = jnp.arange(1, num + 1)
+    share = (k - start).astype(confidence.dtype) / (end - start).astype(confidence.dtype)
+    return cum[start] + share * (cum[end] - cum[start])
+
+
+def risk_coverage(confidence: ArrayLike, correct: ArrayLike) -> RiskCoverage:
+    r"""Exact risk-coverage curve: the error rate of the ``k`` most confident examples.
+
+    Accepting the :math:`k` most confident examples (coverage :math:`k/N`), the
+    selective risk is :math:`E_k / k` and the generalized risk :math:`E_k / N`, with
+    :math:`E_k` the errors accepted; one point per :math:`k`, no binning. Ties in
+    confidence are accepted or rejected together: at a coverage that splits them,
+    :math:`E_k` is the expected count over their orders (a linear interpolation), so
+    the curve does not depend on how tied inputs are ordered.
+
+    Args:
+      confidence: ``[...]``, higher = more trusted (e.g. :func:`max_softmax`,
+        :func:`negative_entropy`).
+      correct: ``[...]``, booleans (or 0/1): is the prediction right.
+
+    Returns:
+      :class:`RiskCoverage` with ``[N]`` arrays, ``N`` the number of examples.
+
+    Raises:
+      ValueError: the shapes differ or are empty.
+      TypeError: ``confidence`` is not floating point.
+
+    References:
+      Geifman & El-Yaniv, "Selective Classification for Deep Neural Networks",
+      NeurIPS 2017.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> rc = dl.metrics.risk_coverage(jnp.array([0.9, 0.8, 0.7]), jnp.array([1, 0, 1]))
+      >>> rc.risk
+      Array([0.        , 0.5       , 0.33333334], dtype=float32)
+    """
+    errors = _accepted_errors(confidence, correct)
+    num = errors.shape[0]
+    coverage = jnp.arange(1, num + 1, dtype=errors.dtype) / num
+    return RiskCoverage(coverage, errors / jnp.arange(1, num + 1, dtype=errors.dtype), errors / num)
+
+
+def aurc(confidence: ArrayLike, correct: ArrayLike) -> jax.Array:
+    r"""Area under the risk-coverage curve, exact and independent of tie order.
+
+    .. math::
+        \mathrm{AURC} = \frac1N \sum_{k=1}^{N} \frac{E_k}{k}
+
+    the mean selective risk over the coverages :math:`k/N` of :func:`risk_coverage`
+    (Geifman et al.; lower is better); with ties, the mean over their orders.
+    (torch-uncertainty's trapezoid rescaled by :math:`1/(1 - 1/N)` differs by
+    :math:`O(1/N)`.)
+
+    Args:
+      confidence: ``[...]``, higher = more trusted.
+      correct: ``[...]``, booleans (or 0/1).
+
+    Returns:
+      Scalar in [0, 1].
+
+    Raises:
+      ValueError: the shapes differ or are empty.
+      TypeError: ``confidence`` is not floating point.
+
+    References:
+      Geifman, Uziel & El-Yaniv, "Bias-Reduced Uncertainty Estimation for Deep Neural
+      Classifiers", ICLR 2019.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> dl.metrics.aurc(jnp.array([0.5, 0.5]), jnp.array([1, 0]))
+      Array(0.5, dtype=float32)
+    """
+    return jnp.mean(risk_coverage(confidence, correct).risk)
+
+
+def augrc(confidence: ArrayLike, correct: ArrayLike) -> jax.Array:
+    r"""Area under the generalized risk-coverage curve (Traub et al. 2024).
+
+    .. math::
+        \mathrm{AUGRC} = \int_0^1 \frac{E(c)}{N}\,\mathrm{d}c
+        = \frac1N \sum_{k=1}^{N} \frac{E_{k-1} + E_k}{2N}
+
+    the exact area under the piecewise-linear curve through :math:`(0, 0)` and the
+    points :math:`(k/N, E_k/N)` of :func:`risk_coverage` (ties interpolated, so the
+    value does not depend on their order). It equals the average risk of an
+    undetected failure, :math:`(1 - \mathrm{AUROC}_f)\,a(1 - a) + \frac12 (1 - a)^2`
+    with :math:`a` the accuracy and :math:`\mathrm{AUROC}_f` the AUROC of the
+    confidence separating right from wrong (ties count one half). Lower is better.
+
+    Args:
+      confidence: ``[...]``, higher = more trusted.
+      correct: ``[...]``, booleans (or 0/1).
+
+    Returns:
+      Scalar in [0, 0.5].
+
+    Raises:
+      ValueError: the shapes differ or are empty.
+      TypeError: ``confidence`` is not floating point.
+
+    References:
+      Traub, Bungert, Lüth, Baumgartner, Maier-Hein, Maier-Hein & Jaeger,
+      "Overcoming Common Flaws in the Evaluation of Selective Classification
+      Systems", NeurIPS 2024.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> dl.metrics.augrc(jnp.array([0.9, 0.8, 0.7]), jnp.array([1, 0, 1])).shape
+      ()
+    """
+    errors = _accepted_errors(confidence, correct)
+    num = errors.shape[0]
+    return (2 * jnp.sum(errors) - errors[-1]) / (2 * num * num)
+
+
+def max_softmax(probs: ArrayLike) -> jax.Array:
+    r"""Maximum softmax probability :math:`\max_c p_c` (Hendrycks & Gimpel 2017).
+
+    Higher = more in-distribution. Pass ``jax.nn.softmax(logits)`` or the MC mean.
+
+    Args:
+      probs: probabilities ``[..., num_classes]``.
+
+    Returns:
+      ``[...]`` in :math:`[1/C, 1]`.
+
+    Raises:
+      ValueError: ``probs`` is concrete and not a distribution.
+      TypeError: ``probs`` is not floating point.
+
+    References:
+      Hendrycks & Gimpel, "A Baseline for Detecting Misclassified and
+      Out-of-Distribution Examples in Neural Networks", ICLR 2017.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> dl.metrics.max_softmax(jnp.array([[0.7, 0.3]]))
+      Array([0.7], dtype=float32)
+    """
+    return jnp.max(_checks.check_probs(probs, "probs"), axis=-1)
+
+
+def negative_entropy(probs: ArrayLike) -> jax.Array:
+    r"""Negative predictive entropy :math:`-H[p]` (:func:`dropout_lab.uncertainty.entropy`).
+
+    Higher = more in-distribution. For MC dropout pass the predictive mean.
+
+    Args:
+      probs: probabilities ``[..., num_classes]``.
+
+    Returns:
+      ``[...]`` in :math:`[-\log C, 0]`, in nats.
+
+    Raises:
+      ValueError: ``probs`` is concrete and not a distribution.
+      TypeError: ``probs`` is not floating point.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> dl.metrics.negative_entropy(jnp.array([[0.5, 0.5], [1.0, 0.0]])).shape
+      (2,)
+    """
+    return -uncertainty.entropy(probs)
+
+
+def negative_mutual_information(probs_t: ArrayLike) -> jax.Array:
+    r"""Negative mutual information :math:`-(H[\bar p] - \frac1T \sum_t H[p_t])` of MC samples.
+
+    The ``mutual_information`` of :func:`dropout_lab.uncertainty.classification`
+    (BALD), negated: higher = the passes agree = more in-distribution.
+
+    Args:
+      probs_t: sampled probabilities ``[num_samples, ..., num_classes]``.
+
+    Returns:
+      ``[...]``, non-positive, in nats.
+
+    Raises:
+      ValueError: ``probs_t`` has no sample axis or, concrete, is not a distribution.
+      TypeError: ``probs_t`` is not floating point.
+
+    References:
+      Smith & Gal, "Understanding Measures of Uncertainty for Adversarial Example
+      Detection", UAI 2018.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> probs_t = jax.nn.softmax(jax.random.normal(jax.random.key(0), (8, 4, 3)))
+      >>> dl.metrics.negative_mutual_information(probs_t).shape
+      (4,)
+    """
+    return -uncertainty.classification(probs_t).mutual_information
+
+
+def negative_energy(logits: ArrayLike, temperature: ArrayLike = 1.0) -> jax.Array:
+    r"""Negative free energy :math:`-E(x) = T \log \sum_c e^{z_c / T}` (Liu et al. 2020).
+
+    Higher = more in-distribution. It needs raw logits (their scale matters); for MC
+    dropout average it over passes: ``jnp.mean(negative_energy(logits_t), axis=0)``.
+
+    Args:
+      logits: logits ``[..., num_classes]``.
+      temperature: positive scalar :math:`T`.
+
+    Returns:
+      ``[...]``.
+
+    Raises:
+      TypeError: ``logits`` is not floating point.
+
+    References:
+      Liu, Wang, Owens & Li, "Energy-based Out-of-distribution Detection",
+      NeurIPS 2020.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import dropout_lab as dl
+      >>> dl.metrics.negative_energy(jnp.zeros((2, 4))).shape
+      (2,)
+    """
+    logits = _checks.check_float_array(logits, "logits")
+    temperature = jnp.asarray(temperature, logits.dtype)
+    return temperature * jax.nn.logsumexp(logits / temperature, axis=-1)
