@@ -1,11 +1,13 @@
 """dropout_lab.theory: closed forms against exact enumeration over all masks (float64),
 Monte Carlo with the library's dropout, autodiff, and a smoke run of the experiment."""
 
-import importlib.util
 import itertools
 import json
 import math
+import os
 import pathlib
+import subprocess
+import sys
 
 import chex
 import jax
@@ -311,22 +313,43 @@ def test_config_loads_and_rejects_unknown_keys():
         load_theory_config(None, ["num_samples=1001"])
 
 
+# A tiny run of every check through the command line: num_samples <= 2048 keys is one
+# sampling batch, and plot_samples = num_samples shares the BatchNorm draws' compilation.
+SMOKE_OVERRIDES = [
+    "num_samples=2000", "num_groups=20", "ensemble_size=4", "num_inputs=4",
+    "widths=[3,4,4,2]", "rates=[0.2,0.5]", "plot_samples=2000", "regression.num_steps=1000",
+    "batchnorm.num_train=512", "batchnorm.num_test=512", "batchnorm.hidden=8",
+    "batchnorm.batch_size=128", "batchnorm.num_steps=200", "batchnorm.recalibration_passes=4",
+]  # fmt: skip
+# The run is bound by XLA compiling ~90 small programs, not by sampling: compile them
+# without LLVM's optimizations (the numbers change in the last bits, no assertion does).
+FAST_COMPILE = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0"
+
+
 def test_theory_checks_script_smoke(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "theory_checks_script", ROOT / "experiments" / "theory_checks.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    result = script.main([
-        str(ROOT / "configs" / "theory_checks.yaml"),
-        "num_samples=8000", "num_groups=20", "ensemble_size=4", "num_inputs=4",
-        "widths=[3,4,4,2]", "rates=[0.2,0.5]", "plot_samples=2000",
-        "batchnorm.num_train=512", "batchnorm.num_test=1024", "batchnorm.hidden=8",
-        "batchnorm.batch_size=128", f"output_dir={tmp_path}",
-    ])  # fmt: skip
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "theory_checks.py"),
+         str(ROOT / "configs" / "theory_checks.yaml"), *SMOKE_OVERRIDES, f"output_dir={tmp_path}"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr[-3000:]
     for name in ("table.md", "results.json", "jensen_gap.png", "bn_shift.png"):
-        assert (tmp_path / name).stat().st_size > 0
-    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
-    assert len(rows) == len(result["rows"]) >= 30
-    failed = [r["claim"] for r in rows if not r["passed"]]
-    assert not failed, failed
+        assert (tmp_path / name).stat().st_size > 0, name
+    result = json.loads((tmp_path / "results.json").read_text())
+    rows = result["rows"]
+    assert len(rows) == 32  # every check, whatever the sizes
+    assert len((tmp_path / "table.md").read_text().splitlines()) == 2 + 32 + 2  # + provenance
+    assert all(math.isfinite(r["estimate"]) and math.isfinite(r["closed_form"]) for r in rows)
+    z_rows = [r for r in rows if r["criterion"].startswith("|z|")]
+    assert len(z_rows) == 24 and all(r["std_err"] > 0 for r in z_rows)
+    # Identities hold to float precision whatever the sample sizes: they must pass.
+    tolerance = f"< {result['config']['exact_tolerance']:g}"
+    exact = [r for r in rows if r["criterion"].endswith(tolerance)]
+    assert [r["function"] for r in exact] == [
+        "dropout_regression_hessian", "ambiguity_decomposition", "ambiguity_decomposition"
+    ]  # fmt: skip
+    assert all(r["passed"] for r in exact), exact
+    assert done.returncode == (0 if all(r["passed"] for r in rows) else 1)
+    assert set(result["bn_curves"]["mc"]) == {"classic_unscaled", "classic", "inverted"}
+    assert len(result["jensen_curves"]["mc"]) == 3

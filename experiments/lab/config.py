@@ -82,10 +82,11 @@ class ModelConfig:
 
     Attributes:
       architecture: one of ``ARCHITECTURES``: ``mlp``, ``cnn`` (convolutions, then a
-        dense head) or ``gru``/``lstm`` (stacked recurrent layers read out at the last
-        step, then a dense head).
-      hidden: widths of the MLP's hidden layers; cnn/gru/lstm: of the dense head
-        (no dropout there; may be empty).
+        dense head), ``gru``/``lstm`` (stacked recurrent layers read out at the last
+        step, then a dense head) or ``transformer`` (a pre-LN encoder over patches,
+        mean-pooled, then a dense head; :class:`lab.transformer.Transformer`).
+      hidden: widths of the MLP's hidden layers; cnn/gru/lstm/transformer: of the
+        dense head (no dropout there; may be empty).
       activation: a key of ``lab.layers.ACTIVATIONS``.
       channels: cnn only: output channels of each convolution.
       kernel_size: cnn only: side of the convolution kernels.
@@ -101,6 +102,10 @@ class ModelConfig:
         training inputs, read through an ``nn.Embed`` of ``embed_dim`` (the
         ``embedding`` method needs it).
       embed_dim: width of the token embedding (``token_bins > 0`` only).
+      depth, heads, width, mlp_ratio: transformer only: blocks, attention heads (they
+        divide ``width``), token width, the blocks' MLP width over ``width``.
+      patch: transformer only: patch side (images: 2 makes 16 tokens of 4 digits
+        pixels) or length (sequences: 4 makes 10 tokens of MNIST-1D).
     """
 
     architecture: str = "mlp"
@@ -113,6 +118,11 @@ class ModelConfig:
     input_shape: list[int] = field(default_factory=list)
     token_bins: int = 0
     embed_dim: int = 16
+    depth: int = 2
+    heads: int = 4
+    width: int = 64
+    patch: int = 2
+    mlp_ratio: int = 2
 
 
 @dataclass
@@ -301,6 +311,10 @@ def validate_model(m: ModelConfig) -> None:
                 f"tokens are gru/lstm only, not model.architecture={m.architecture!r}.",
             )
     check_range("model.embed_dim", m.embed_dim, 1)
+    for key in ("depth", "heads", "width", "patch", "mlp_ratio"):
+        check_range(f"model.{key}", getattr(m, key), 1)
+    if m.width % m.heads:
+        fail("model.width", m.width, f"model.heads={m.heads} must divide it.")
     if m.residual:
         if m.architecture != "cnn":
             fail("model.residual", True, f"residual blocks are cnn only, not {m.architecture!r}.")
@@ -345,6 +359,9 @@ def validate_methods(cfg: ExperimentConfig) -> None:
         why = METHODS[name].needs(cfg.model)
         if why is not None:
             fail(f"methods.{name}.enabled", True, why)
+        profile = getattr(getattr(cfg.methods, name), "schedule", None)
+        if profile and profile.profile not in ("auto", "uniform") and arch != "transformer":
+            fail(f"methods.{name}.schedule.profile", profile.profile, "is transformer only.")
 
 
 def validate_seeds(seeds: Sequence[int]) -> None:
@@ -376,7 +393,3 @@ def validate(cfg: ExperimentConfig) -> None:
     validate_seeds(cfg.seeds)
     validate_methods(cfg)
     validate_runtime(cfg)
-
-
-# The theory and graph schemas' modules still import these private names.
-_check_range, _check_choice, _fail = check_range, check_choice, fail

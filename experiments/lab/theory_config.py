@@ -11,7 +11,8 @@ import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from lab.config import _check_range, _fail, merge_config
+from lab.checks import check_range, fail
+from lab.config import merge_config
 
 
 @dataclass
@@ -146,40 +147,62 @@ def load_theory_config(
 
 def validate_theory_config(cfg: TheoryChecksConfig) -> None:
     """Checks every value's range; raises :class:`ConfigError` naming the key."""
-    _check_range("rate", cfg.rate, 0.0, 1.0, low_open=True, high_open=True)
-    _check_range("num_groups", cfg.num_groups, 2)
-    _check_range("ensemble_size", cfg.ensemble_size, 2)
-    _check_range("num_samples", cfg.num_samples, 2 * cfg.num_groups)
+    _validate_sampling(cfg)
+    _validate_inputs(cfg)
+    _validate_plots(cfg)
+    _validate_regression(cfg.regression)
+    _validate_batchnorm(cfg.batchnorm)
+
+
+def _validate_sampling(cfg: TheoryChecksConfig) -> None:
+    """The rate, the Monte Carlo sample counts and the pass criteria."""
+    check_range("rate", cfg.rate, 0.0, 1.0, low_open=True, high_open=True)
+    check_range("num_groups", cfg.num_groups, 2)
+    check_range("ensemble_size", cfg.ensemble_size, 2)
+    check_range("num_samples", cfg.num_samples, 2 * cfg.num_groups)
     for name in ("num_groups", "ensemble_size"):
         if cfg.num_samples % getattr(cfg, name):
-            _fail("num_samples", cfg.num_samples, f"must be a multiple of {name}.")
-    _check_range("z_threshold", cfg.z_threshold, 0.0, low_open=True)
-    _check_range("exact_tolerance", cfg.exact_tolerance, 0.0, low_open=True)
-    _check_range("num_inputs", cfg.num_inputs, 1, 16)
+            fail("num_samples", cfg.num_samples, f"must be a multiple of {name}.")
+    check_range("z_threshold", cfg.z_threshold, 0.0, low_open=True)
+    check_range("exact_tolerance", cfg.exact_tolerance, 0.0, low_open=True)
+
+
+def _validate_inputs(cfg: TheoryChecksConfig) -> None:
+    """The linear unit's inputs, the widths of the path count, the BatchNorm input."""
+    check_range("num_inputs", cfg.num_inputs, 1, 16)
     if len(cfg.widths) < 3:
-        _fail("widths", list(cfg.widths), "needs input, at least one hidden and output width.")
+        fail("widths", list(cfg.widths), "needs input, at least one hidden and output width.")
     for i, width in enumerate(cfg.widths):
-        _check_range(f"widths[{i}]", width, 1)
-    _check_range("bn_std", cfg.bn_std, 0.0, low_open=True)
+        check_range(f"widths[{i}]", width, 1)
+    check_range("bn_std", cfg.bn_std, 0.0, low_open=True)
+
+
+def _validate_plots(cfg: TheoryChecksConfig) -> None:
+    """The plots' rates and their Monte Carlo sample count."""
     if not cfg.rates:
-        _fail("rates", list(cfg.rates), "needs at least one rate.")
+        fail("rates", list(cfg.rates), "needs at least one rate.")
     for i, rate in enumerate(cfg.rates):
-        _check_range(f"rates[{i}]", rate, 0.0, 1.0, low_open=True, high_open=True)
-    _check_range("plot_samples", cfg.plot_samples, 2)
-    r, b = cfg.regression, cfg.batchnorm
-    _check_range("regression.num_examples", r.num_examples, 2)
-    _check_range("regression.num_features", r.num_features, 1)
-    _check_range("regression.noise", r.noise, 0.0)
-    _check_range("regression.num_steps", r.num_steps, 2)
-    _check_range("regression.learning_rate", r.learning_rate, 0.0, low_open=True)
-    _check_range("regression.average_from", r.average_from, 0.0, 1.0, high_open=True)
-    _check_range("regression.tolerance", r.tolerance, 0.0, low_open=True)
+        check_range(f"rates[{i}]", rate, 0.0, 1.0, low_open=True, high_open=True)
+    check_range("plot_samples", cfg.plot_samples, 2)
+
+
+def _validate_regression(r: RegressionCheckConfig) -> None:
+    check_range("regression.num_examples", r.num_examples, 2)
+    check_range("regression.num_features", r.num_features, 1)
+    check_range("regression.noise", r.noise, 0.0)
+    check_range("regression.num_steps", r.num_steps, 2)
+    check_range("regression.learning_rate", r.learning_rate, 0.0, low_open=True)
+    check_range("regression.average_from", r.average_from, 0.0, 1.0, high_open=True)
+    check_range("regression.tolerance", r.tolerance, 0.0, low_open=True)
+
+
+def _validate_batchnorm(b: BatchNormCheckConfig) -> None:
     for name in ("num_train", "num_test", "num_features", "hidden", "batch_size", "num_steps"):
-        _check_range(f"batchnorm.{name}", getattr(b, name), 2 if name == "batch_size" else 1)
+        check_range(f"batchnorm.{name}", getattr(b, name), 2 if name == "batch_size" else 1)
     if b.batch_size > b.num_train:
-        _fail("batchnorm.batch_size", b.batch_size, "must be <= batchnorm.num_train.")
-    _check_range("batchnorm.learning_rate", b.learning_rate, 0.0, low_open=True)
-    _check_range("batchnorm.momentum", b.momentum, 0.0, 1.0, high_open=True)
-    _check_range("batchnorm.recalibration_passes", b.recalibration_passes, 1)
-    _check_range("batchnorm.eps", b.eps, 0.0)
-    _check_range("batchnorm.tolerance", b.tolerance, 0.0, low_open=True)
+        fail("batchnorm.batch_size", b.batch_size, "must be <= batchnorm.num_train.")
+    check_range("batchnorm.learning_rate", b.learning_rate, 0.0, low_open=True)
+    check_range("batchnorm.momentum", b.momentum, 0.0, 1.0, high_open=True)
+    check_range("batchnorm.recalibration_passes", b.recalibration_passes, 1)
+    check_range("batchnorm.eps", b.eps, 0.0)
+    check_range("batchnorm.tolerance", b.tolerance, 0.0, low_open=True)
