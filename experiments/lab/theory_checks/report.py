@@ -102,13 +102,16 @@ def plot_bn(curves: dict, mlp_rows: list[dict], rate: float, path: pathlib.Path)
         ax.plot([rate], [r["closed_form"]], "x", color="r", ms=8, zorder=6)
     axes[0].plot([], [], "*", color="k", label="trained MLP: measured (mean over units)")
     axes[0].plot([], [], "x", color="r", label="trained MLP: formula from its units' moments")
-    axes[0].set_ylabel("BN output mean shift (test - train), gamma = 1")
+    axes[0].set_ylabel("BN output mean shift (test - train), γ = 1")
     axes[1].set_ylabel("BN output variance ratio (test / train)")
     for ax in axes:
         ax.set_xlabel("drop rate p")
-        ax.legend(fontsize=7)
+    # One legend under both panels: inside a panel it hid the trained MLP's star.
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=7)
     fig.suptitle("BatchNorm after dropout: test-time shift (Li et al. 2019)")
-    _save(fig, path)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(path, dpi=DPI)
+    _pyplot().close(fig)
 
 
 def write_theory_outputs(
