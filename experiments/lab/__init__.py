@@ -1,7 +1,23 @@
-"""Experiment library: config schema, data, MLP, trainer, evaluation, reports.
+"""The lab: config schema, data, models, the table of methods, fit, evaluate, report.
 
 Scripts in ``experiments/`` parse a config and call :func:`run_experiment`.
 """
+
+# The lab's imports follow the check of its optional dependencies below.
+# ruff: noqa: E402
+import importlib.util
+
+# The lab needs the ``experiments`` extra; the library (``dropout_lab``) does not.
+_MISSING = [
+    name
+    for name in ("omegaconf", "orbax", "matplotlib", "sklearn", "mnist1d", "rich")
+    if importlib.util.find_spec(name) is None
+]
+if _MISSING:
+    raise ImportError(
+        f"the experiments need {', '.join(_MISSING)}, from the 'experiments' extra: "
+        'run `make install`, or `pip install -e ".[experiments]"` in a checkout.'
+    )
 
 from lab.config import (
     ConfigError,
@@ -12,9 +28,11 @@ from lab.config import (
     validate,
 )
 from lab.data import DataError, Dataset, load_dataset
+from lab.fit import RunKeys, Setup, fit, make_optimizer, make_setup
+from lab.methods import METHODS, Method
 from lab.model import CNN, MLP, RecurrentNet, build_model
+from lab.predict import Predictor, compile_forward
 from lab.run import run_dir, run_experiment
-from lab.train import RunKeys, Trainer, compile_forward, make_optimizer
 
 __all__ = [
     "CNN",
@@ -24,14 +42,19 @@ __all__ = [
     "Dataset",
     "ExperimentConfig",
     "RecurrentNet",
+    "METHODS",
+    "Method",
+    "Predictor",
     "RunKeys",
-    "Trainer",
+    "Setup",
     "build_model",
     "compile_forward",
     "enabled_methods",
+    "fit",
     "load_config",
     "load_dataset",
     "make_optimizer",
+    "make_setup",
     "run_dir",
     "run_experiment",
     "to_yaml",
