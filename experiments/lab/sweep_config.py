@@ -16,13 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
-from lab.config import (
-    ExperimentConfig,
-    _check_choice,
-    _check_range,
-    _fail,
-    load_config,
-)
+from lab.checks import check_choice, check_range, fail
+from lab.config import ExperimentConfig, load_config
 
 # Methods a sweep can train: every method whose MLP takes a traced rate.
 SWEEP_METHODS = ("none", "classic", "inverted", "rdrop", "mc", "dropconnect", "gaussian")
@@ -114,40 +109,40 @@ def validate_sweep(cfg: SweepConfig) -> None:
     """Checks the ``sweep`` and ``mc_sweep`` sections; raises ``ConfigError``."""
     s, m = cfg.sweep, cfg.mc_sweep
     if not s.methods:
-        _fail("sweep.methods", [], "needs at least one method.")
+        fail("sweep.methods", [], "needs at least one method.")
     for i, name in enumerate(s.methods):
-        _check_choice(f"sweep.methods[{i}]", name, SWEEP_METHODS)
+        check_choice(f"sweep.methods[{i}]", name, SWEEP_METHODS)
     if len(set(s.methods)) != len(s.methods):
-        _fail("sweep.methods", list(s.methods), "methods must be distinct.")
+        fail("sweep.methods", list(s.methods), "methods must be distinct.")
     if not s.rates:
-        _fail("sweep.rates", [], "needs at least one rate.")
+        fail("sweep.rates", [], "needs at least one rate.")
     for i, rate in enumerate(s.rates):
         # A rate of 1 drops everything: nothing can be learned.
-        _check_range(f"sweep.rates[{i}]", rate, 0.0, 1.0, high_open=True)
+        check_range(f"sweep.rates[{i}]", rate, 0.0, 1.0, high_open=True)
     if len(set(s.rates)) != len(s.rates):
-        _fail("sweep.rates", list(s.rates), "rates must be distinct.")
-    _check_range("sweep.input_rate", s.input_rate, 0.0, 1.0, high_open=True)
-    _check_range("sweep.seeds", s.seeds, 1)
-    _check_range("sweep.first_seed", s.first_seed, 0)
+        fail("sweep.rates", list(s.rates), "rates must be distinct.")
+    check_range("sweep.input_rate", s.input_rate, 0.0, 1.0, high_open=True)
+    check_range("sweep.seeds", s.seeds, 1)
+    check_range("sweep.first_seed", s.first_seed, 0)
     if not s.alphas:
-        _fail("sweep.alphas", [], "needs at least one alpha.")
+        fail("sweep.alphas", [], "needs at least one alpha.")
     for i, alpha in enumerate(s.alphas):
-        _check_range(f"sweep.alphas[{i}]", alpha, 0.0)
+        check_range(f"sweep.alphas[{i}]", alpha, 0.0)
     for i, wd in enumerate(s.weight_decays):
-        _check_range(f"sweep.weight_decays[{i}]", wd, 0.0)
+        check_range(f"sweep.weight_decays[{i}]", wd, 0.0)
     if s.weight_decays and cfg.train.optimizer != "adamw":
-        _fail(
+        fail(
             "sweep.weight_decays",
             list(s.weight_decays),
             f"needs train.optimizer=adamw (got {cfg.train.optimizer!r}).",
         )
     if s.chunk_size is not None:
-        _check_range("sweep.chunk_size", s.chunk_size, 1)
+        check_range("sweep.chunk_size", s.chunk_size, 1)
     if not m.num_samples:
-        _fail("mc_sweep.num_samples", [], "needs at least one sample count.")
+        fail("mc_sweep.num_samples", [], "needs at least one sample count.")
     for i, t in enumerate(m.num_samples):
-        _check_range(f"mc_sweep.num_samples[{i}]", t, 2)
+        check_range(f"mc_sweep.num_samples[{i}]", t, 2)
     if m.chunk_size is not None:
-        _check_range("mc_sweep.chunk_size", m.chunk_size, 1)
-    _check_range("mc_sweep.spread_blocks", m.spread_blocks, 2)
-    _check_range("mc_sweep.spread_examples", m.spread_examples, 1)
+        check_range("mc_sweep.chunk_size", m.chunk_size, 1)
+    check_range("mc_sweep.spread_blocks", m.spread_blocks, 2)
+    check_range("mc_sweep.spread_examples", m.spread_examples, 1)
