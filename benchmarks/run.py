@@ -34,7 +34,15 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))  # the lab (eval_forward builds its MLP)
 
-SUITE_NAMES = ["forward", "forward_backward", "residuals", "train_step", "mc", "eval_forward"]
+SUITE_NAMES = [
+    "forward",
+    "forward_backward",
+    "residuals",
+    "train_step",
+    "mc",
+    "eval_forward",
+    "attention",
+]
 
 
 def _run_suite_in_process(name: str, quick: bool, out: pathlib.Path) -> None:

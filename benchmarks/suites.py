@@ -14,6 +14,7 @@ import io
 import re
 
 import _harness as H
+import attention as attention_suite  # benchmarks/attention.py
 import flax.linen as nn
 import jax
 import jax.ad_checkpoint
@@ -523,4 +524,5 @@ SUITES = {
     "train_step": train_step,
     "mc": mc,
     "eval_forward": eval_forward,
+    "attention": attention_suite.attention,
 }

@@ -63,7 +63,22 @@ __all__ = [
     "zoneout",
 ]
 
-_SUBMODULES = frozenset({"linen", "nnx", "ops", "mc", "uncertainty", "losses", "metrics", "theory"})
+_SUBMODULES = frozenset(
+    {
+        "linen",
+        "nnx",
+        "ops",
+        "mc",
+        "uncertainty",
+        "losses",
+        "metrics",
+        "theory",
+        "acquisition",
+        "calibration",
+        "schedules",
+        "attention",
+    }
+)
 
 
 def __getattr__(name: str):

@@ -19,6 +19,9 @@ from flax import errors
 from jax.typing import ArrayLike
 
 from dropout_lab import _wrappers, ops
+from dropout_lab._linen_attention import (
+    MultiHeadDotProductAttention as MultiHeadDotProductAttention,
+)
 
 
 class _Stochastic(nn.Module):

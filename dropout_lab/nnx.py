@@ -21,6 +21,7 @@ from flax.nnx.module import first_from
 from jax.typing import ArrayLike
 
 from dropout_lab import _wrappers, ops
+from dropout_lab._nnx_attention import MultiHeadAttention as MultiHeadAttention
 
 RngsLike = rnglib.Rngs | rnglib.RngStream | jax.Array | None
 

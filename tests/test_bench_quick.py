@@ -7,7 +7,15 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SUITES = {"forward", "forward_backward", "residuals", "train_step", "mc", "eval_forward"}
+SUITES = {
+    "forward",
+    "forward_backward",
+    "residuals",
+    "train_step",
+    "mc",
+    "eval_forward",
+    "attention",
+}
 
 
 def test_quick_benchmark_runs_everything(tmp_path):

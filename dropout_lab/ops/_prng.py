@@ -82,13 +82,60 @@ def threefry2x32(
 
 
 def _flat_index(shape: tuple[int, ...]) -> jax.Array:
-    """Row-major flat index of every element of ``shape`` as ``uint32``."""
-    if math.prod(shape) > 2**32:
-        raise ValueError(f"masks of more than 2**32 words are not supported (shape {shape}).")
+    """Row-major flat index of every element of ``shape`` as ``uint32`` (at most 2**32 elements)."""
     index = jnp.zeros(shape, jnp.uint32)
     stride = 1
     for axis in reversed(range(len(shape))):
         index = index + lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
+        stride *= shape[axis]
+    return index
+
+
+def wide_mul(a: jax.Array, b: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """``(hi, lo)`` words of the exact 64-bit product of ``uint32`` values ``a * b``.
+
+    Computed from 16-bit halves, so nothing wraps: ``hi * 2**32 + lo == a * b``.
+    """
+    b = jnp.asarray(b, jnp.uint32)
+    half, low = jnp.uint32(16), jnp.uint32(0xFFFF)
+    a0, a1 = a & low, lax.shift_right_logical(a, half)
+    b0, b1 = b & low, lax.shift_right_logical(b, half)
+    p01, p10 = a0 * b1, a1 * b0
+    middle = lax.shift_right_logical(a0 * b0, half) + (p01 & low) + (p10 & low)
+    hi = (
+        a1 * b1
+        + lax.shift_right_logical(p01, half)
+        + lax.shift_right_logical(p10, half)
+        + lax.shift_right_logical(middle, half)
+    )
+    return hi, a * b
+
+
+def wide_add(
+    x: tuple[jax.Array, jax.Array], y: tuple[jax.Array, jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    """``(hi, lo)`` of the sum of two 64-bit values given as ``(hi, lo)`` ``uint32`` words."""
+    lo = x[1] + y[1]
+    carry = (lo < x[1]).astype(jnp.uint32)
+    return x[0] + y[0] + carry, lo
+
+
+def flat_index_2x32(shape: tuple[int, ...]) -> tuple[jax.Array | None, jax.Array]:
+    """Row-major flat index of every element of ``shape`` as ``(hi, lo)`` ``uint32`` words.
+
+    ``hi`` is ``None`` when every index fits in 32 bits (``lo`` is then
+    :func:`_flat_index`); beyond, the index is carried exactly in 64 bits.
+    """
+    if math.prod(shape) <= 2**32:
+        return None, _flat_index(shape)
+    if math.prod(shape) > 2**64:
+        raise ValueError(f"masks of more than 2**64 elements are not supported (shape {shape}).")
+    index = (jnp.zeros(shape, jnp.uint32), jnp.zeros(shape, jnp.uint32))
+    stride = 1
+    for axis in reversed(range(len(shape))):
+        coord = lax.broadcasted_iota(jnp.uint32, shape, axis)
+        hi, lo = wide_mul(coord, stride & 0xFFFFFFFF)
+        index = wide_add(index, (hi + coord * jnp.uint32(stride >> 32), lo))
         stride *= shape[axis]
     return index
 
@@ -107,7 +154,8 @@ def random_words(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     if not is_threefry(key):
         return jax.random.bits(key, shape, jnp.uint32)
     key_words = jax.random.key_data(key)
-    counters = (jnp.zeros(shape, jnp.uint32), _flat_index(shape))
+    hi, lo = flat_index_2x32(shape)
+    counters = (jnp.zeros(shape, jnp.uint32) if hi is None else hi, lo)
     x0, x1 = threefry2x32((key_words[0], key_words[1]), counters)
     return x0 ^ x1
 
@@ -259,22 +307,45 @@ def lane_decisions(keep: jax.Array) -> tuple[Decide, jax.Array]:
     return decide, threshold.astype(jnp.float32) / LANE_LEVELS
 
 
+def words_at(key_words: jax.Array, hi: jax.Array | None, lo: jax.Array) -> jax.Array:
+    """Word ``i`` of a threefry key's stream at 64-bit word indices ``i = (hi, lo)``.
+
+    Word ``i`` is output ``i % 2`` of the cipher at counter ``(j >> 32, j & 0xffffffff)``
+    with ``j = i >> 1``: for ``i < 2**33`` (``hi`` zero or ``None``) the counter is
+    ``(0, i >> 1)``, the layout of :func:`stream_words`; beyond, the high counter word
+    takes the rest, so no two indices share a word.
+
+    Args:
+      key_words: ``jax.random.key_data`` of a threefry key, ``uint32 [2]``.
+      hi: high words of the indices (``None``: all zero).
+      lo: low words of the indices, ``uint32``.
+
+    Returns:
+      ``uint32`` array shaped like ``lo`` (broadcast with ``hi``).
+    """
+    one = jnp.uint32(1)
+    block = lax.shift_right_logical(lo, one)
+    if hi is None:
+        counters = (jnp.zeros_like(lo), block)
+    else:
+        counters = (lax.shift_right_logical(hi, one), block | lax.shift_left(hi, jnp.uint32(31)))
+    x0, x1 = threefry2x32((key_words[0], key_words[1]), counters)
+    return jnp.where((lo & one) == 0, x0, x1)
+
+
 def mask_words(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """Word ``i`` of :func:`stream_words` for every element ``i`` of ``shape`` (row-major).
 
     For threefry keys each element runs the cipher at counter ``(0, i // 2)`` and keeps
-    output word ``i % 2``: twice the cipher work of :func:`stream_words` (which shares
-    each call between two elements), but fused into the consumer, with no buffer of
-    words and no pass over memory for them, which is faster at every size measured
-    (``make bench``). Other keys use :func:`stream_words`.
+    output word ``i % 2`` (:func:`words_at`; beyond ``2**33`` elements the high counter
+    word carries the rest of ``i // 2``): twice the cipher work of :func:`stream_words`
+    (which shares each call between two elements), but fused into the consumer, with
+    no buffer of words and no pass over memory for them, which is faster at every
+    size measured (``make bench``). Other keys use :func:`stream_words`.
     """
     if not is_threefry(key):
         return stream_words(key, math.prod(shape)).reshape(shape)
-    index = _flat_index(shape)
-    key_words = jax.random.key_data(key)
-    counters = (jnp.zeros(shape, jnp.uint32), lax.shift_right_logical(index, jnp.uint32(1)))
-    x0, x1 = threefry2x32((key_words[0], key_words[1]), counters)
-    return jnp.where((index & jnp.uint32(1)) == 0, x0, x1)
+    return words_at(jax.random.key_data(key), *flat_index_2x32(shape))
 
 
 CHUNK = 1 << 20
