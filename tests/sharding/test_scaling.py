@@ -39,8 +39,9 @@ def test_training_on_a_mesh_matches_one_device(report, mesh):
     assert n1 == n4 > 0
     assert row["params"][1] < TOL
     assert row["history"][0] < TOL  # train loss, train/test NLL and accuracy
-    assert row["predict"][0] < 1e-6
-    assert row["predict_mc"][0] < 1e-6  # same masks: only the matmul split differs
+    # Log-probabilities (values up to ~10 in size): bounded relative to the largest.
+    assert row["predict"][1] < 1e-6
+    assert row["predict_mc"][1] < 1e-6  # same masks: only the matmul split differs
     assert row["sharding"] == ("P()" if mesh == "4" else "P('model',)")
 
 
