@@ -83,6 +83,10 @@ KEY_FNS = {
     "sample": (lambda k, deterministic: mc.sample(lambda kk: dl.dropout(kk, X, 0.5), k, 2), False),
     "mean": (lambda k, deterministic: mc.mean(lambda kk: dl.dropout(kk, X, 0.5), k, 2), False),
     "split_keys": (lambda k, deterministic: mc.split_keys(k, 2), False),
+    "sample_pool": (
+        lambda k, deterministic: mc.sample_pool(lambda kk, xx: dl.dropout(kk, xx, 0.5), k, X, 2),
+        False,
+    ),
     "sample_nnx": (_nnx_sample, False),
 }
 EVAL_FNS = [name for name, (_, has_eval) in KEY_FNS.items() if has_eval]
