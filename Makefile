@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(PY) experiments/compare.py configs/compare_digits.yaml
 
 test: $(STAMP)
-	$(PY) -m ruff check dropout_lab experiments tests benchmarks docs
+	$(PY) -m ruff check conftest.py dropout_lab experiments tests benchmarks docs
 	$(PY) -m mypy
 	$(PY) -m pytest -n 2 -q -p no:cacheprovider --doctest-modules dropout_lab
 	$(PY) -m pytest -n 2 -q
@@ -38,8 +38,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check dropout_lab experiments tests benchmarks docs
-	$(PY) -m ruff format --check dropout_lab experiments tests benchmarks docs
+	$(PY) -m ruff check conftest.py dropout_lab experiments tests benchmarks docs
+	$(PY) -m ruff format --check conftest.py dropout_lab experiments tests benchmarks docs
 	$(PY) -m mypy
 
 clean:

@@ -4,12 +4,14 @@
     python benchmarks/run.py --quick    # every comparison at tiny sizes (< 1 min)
     python benchmarks/run.py --only forward mc
 
-Each comparison runs in its own Python process (so one cannot warm or fragment the
-heap for another). The machine probe (jax matmul GFLOP/s, numpy x*2 GB/s) is taken at
-the start and at the end. Results: a printed table of medians and ratios, and JSON in
-benchmarks/results/ (``latest.json`` / ``latest-quick.json`` plus a timestamped copy).
-Torch contenders run only when torch is installed (`make bench` installs the CPU wheel
-torch==2.13.0); they use 2 threads and OMP_WAIT_POLICY=PASSIVE.
+Each comparison of a full run has its own Python process (so one cannot warm or
+fragment the heap for another); ``--quick``, which checks that every comparison runs
+and whose timings mean nothing, runs them all in this process. The machine probe (jax
+matmul GFLOP/s, numpy x*2 GB/s) is taken at the start and at the end. Results: a
+printed table of medians and ratios, and JSON in benchmarks/results/ (``latest.json``
+/ ``latest-quick.json`` plus a timestamped copy). Torch contenders run only when torch
+is installed (`make bench` installs the CPU wheel torch==2.13.0); they use 2 threads
+and OMP_WAIT_POLICY=PASSIVE.
 """
 
 from __future__ import annotations
@@ -52,6 +54,15 @@ def _run_suite_in_process(name: str, quick: bool, out: pathlib.Path) -> None:
     result = suites.SUITES[name](quick)
     result["seconds"] = time.perf_counter() - t0
     out.write_text(json.dumps(result))
+
+
+def _run_suite(name: str, quick: bool, out: pathlib.Path) -> int:
+    """Runs one comparison (a child process unless ``quick``); returns its exit code."""
+    if quick:
+        _run_suite_in_process(name, quick, out)
+        return 0
+    cmd = [sys.executable, str(HERE / "run.py"), "--suite", name, "--suite-out", str(out)]
+    return subprocess.run(cmd, cwd=ROOT).returncode
 
 
 def _environment() -> dict:
@@ -170,13 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only or SUITE_NAMES:
             out = pathlib.Path(tmp) / f"{name}.json"
-            cmd = [sys.executable, str(HERE / "run.py"), "--suite", name, "--suite-out", str(out)]
-            if args.quick:
-                cmd.append("--quick")
-            proc = subprocess.run(cmd, cwd=ROOT)
-            if proc.returncode != 0 or not out.exists():
+            code = _run_suite(name, args.quick, out)
+            if code != 0 or not out.exists():
                 failed.append(name)
-                print(f"\n## {name}: FAILED (exit code {proc.returncode})")
+                print(f"\n## {name}: FAILED (exit code {code})")
                 continue
             result = json.loads(out.read_text())
             report["suites"][name] = result

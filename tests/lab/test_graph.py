@@ -78,14 +78,18 @@ def _train(graph, num_classes, method, rate):
     return fit(graph, jnp.float32(rate))
 
 
-def test_drop_edge_at_rate_zero_is_no_dropout_bit_for_bit(tiny_graph):
+def test_drop_edge_at_rate_zero_is_no_dropout(tiny_graph):
+    # Two different programs doing the same arithmetic: bit for bit with XLA's optimized
+    # back end; the test session's unoptimized one (tests/conftest.py) may round a
+    # reduction differently, so the bound is a few float32 ulps (2**-23 = 1.2e-7).
     graph, num_classes = tiny_graph
     params_none, losses_none = _train(graph, num_classes, "none", 0.0)
     params_edge, losses_edge = _train(graph, num_classes, "drop_edge", 0.0)
     assert np.all(np.isfinite(losses_none))
-    np.testing.assert_array_equal(losses_edge, losses_none)
+    np.testing.assert_allclose(losses_edge, losses_none, rtol=1e-6, atol=0)
     for name in params_none:
-        np.testing.assert_array_equal(params_edge[name], params_none[name])
+        scale = float(np.max(np.abs(params_none[name])))
+        np.testing.assert_allclose(params_edge[name], params_none[name], rtol=0, atol=1e-6 * scale)
     # ... and a real rate changes the training.
     _, losses_half = _train(graph, num_classes, "drop_edge", 0.5)
     assert not np.array_equal(losses_half, losses_none)

@@ -11,7 +11,9 @@ import pathlib
 import sys
 import time
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
