@@ -336,7 +336,7 @@ def dot_product_attention(
     References:
       Dao, Fu, Ermon, Rudra & Ré, "FlashAttention: Fast and Memory-Efficient Exact
       Attention with IO-Awareness", NeurIPS 2022.
-      Li, Yang, Wang, Fan, Gao, Gao & Ma, "DropKey for Vision Transformer", CVPR 2023.
+      Li, Hu, Nie, Han, Jiang, Guo & Liu, "DropKey for Vision Transformer", CVPR 2023.
 
     Examples:
       >>> import jax, jax.numpy as jnp

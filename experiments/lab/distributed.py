@@ -9,20 +9,27 @@ on any mesh (``jax_threefry_partitionable``, JAX's default), so only reductions
 (the batch mean of the loss, gradient sums) may round differently.
 
 Several hosts: :func:`initialize` calls ``jax.distributed.initialize`` from the
-config's ``distributed`` section or the environment, before anything touches a
-device. Every process then runs the same program on the global mesh; every process
-loads the (small, in-memory) data set whole and each device gathers its own rows of
-each batch on the device, so no host ever sends a batch. Loops over data too big for
-one host load only their rows (:func:`process_rows`) and assemble the global batch
-with :func:`global_batch`. Results are fetched with :func:`fetch` (an all-gather
-across processes) and written by process 0 only (:func:`is_primary`); orbax
-checkpoints are saved by every process together (each writes the shards it owns,
-process 0 the metadata), so the run folder must be on a file system all hosts share.
+config's ``distributed`` section or the environment (``JAX_COORDINATOR_ADDRESS``,
+``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``, as ``experiments/launch.py`` sets them, or
+a cluster JAX detects), before anything touches a device; a process that is not
+connected to all the others within ``initialization_timeout`` exits with one line
+naming the coordinator and the time-out. Every process then runs the same program on
+the global mesh; every process loads the (small, in-memory) data set whole and each
+device gathers its own rows of each batch on the device, so no host ever sends a
+batch. Loops over data too big for one host load only their rows
+(:func:`process_rows`) and assemble the global batch with :func:`global_batch`.
+Values are put on the mesh with :func:`put` and fetched with :func:`fetch` (an
+all-gather across processes) and written by process 0 only (:func:`is_primary`);
+orbax checkpoints are saved by every process together (each writes the shards it
+owns, process 0 the metadata), so the run folder must be on a file system all hosts
+share. Tested with 2 processes on one machine (``tests/multiprocess``).
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +51,11 @@ _JOB_ENV = (
     ("SLURM_NTASKS", "SLURM_NTASKS"),
     ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_SIZE"),
 )
+# Exit status of a process that could not connect to the others in time.
+NOT_CONNECTED_EXIT = 3
+# JAX's own connect deadline is set this much later than ours: JAX aborts the process
+# (SIGABRT) without saying which address it waited for; :func:`initialize` exits first.
+_JAX_GRACE_S = 10
 
 
 @dataclass
@@ -111,8 +123,10 @@ def initialize_kwargs(
 ) -> dict[str, Any] | None:
     """Arguments of ``jax.distributed.initialize`` for ``cfg``, or ``None`` (one process).
 
-    Unset fields stay ``None``: JAX fills them from ``JAX_COORDINATOR_ADDRESS`` or the
-    cluster it detects (SLURM, Open MPI, Kubernetes, Cloud TPU).
+    Unset fields come from the environment: ``JAX_COORDINATOR_ADDRESS``,
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (``experiments/launch.py`` sets all
+    three); those still ``None`` JAX fills from the cluster it detects (SLURM, Open
+    MPI, Kubernetes, Cloud TPU).
 
     Args:
       cfg: the config's ``distributed`` section.
@@ -132,10 +146,14 @@ def initialize_kwargs(
         )
         if not in_job:
             return None
+
+    def from_env(value, name):
+        return int(environ[name]) if value is None and name in environ else value
+
     return {
-        "coordinator_address": cfg.coordinator_address,
-        "num_processes": cfg.num_processes,
-        "process_id": cfg.process_id,
+        "coordinator_address": cfg.coordinator_address or environ.get("JAX_COORDINATOR_ADDRESS"),
+        "num_processes": from_env(cfg.num_processes, "JAX_NUM_PROCESSES"),
+        "process_id": from_env(cfg.process_id, "JAX_PROCESS_ID"),
         "initialization_timeout": cfg.initialization_timeout,
     }
 
@@ -144,7 +162,12 @@ def initialize(cfg: DistributedConfig, environ: Mapping[str, str] | None = None)
     """Starts JAX's multi-process runtime when ``cfg`` or the environment asks for it.
 
     Call it before anything touches a device (the runners do, first thing). A second
-    call, or a call in an already initialized process, does nothing.
+    call, or a call in an already initialized process, does nothing. Connecting waits
+    until every process has connected; if that takes longer than
+    ``initialization_timeout`` seconds (the coordinator unreachable, a process
+    missing), the process writes one line naming the coordinator and the time-out to
+    stderr and exits with status :data:`NOT_CONNECTED_EXIT` (JAX itself would abort
+    a little later without naming them).
 
     Returns:
       Whether the runtime is (now) initialized.
@@ -154,8 +177,35 @@ def initialize(cfg: DistributedConfig, environ: Mapping[str, str] | None = None)
     kwargs = initialize_kwargs(cfg, environ)
     if kwargs is None:
         return False
-    jax.distributed.initialize(**kwargs)
+    timeout = kwargs["initialization_timeout"]
+    connected = threading.Event()
+
+    def watchdog() -> None:
+        if not connected.wait(timeout):
+            sys.stderr.write(f"error: {not_connected_message(kwargs)}\n")
+            sys.stderr.flush()
+            os._exit(NOT_CONNECTED_EXIT)  # the main thread is blocked inside JAX
+
+    threading.Thread(target=watchdog, name="distributed-watchdog", daemon=True).start()
+    try:
+        jax.distributed.initialize(**{**kwargs, "initialization_timeout": timeout + _JAX_GRACE_S})
+    finally:
+        connected.set()
     return True
+
+
+def not_connected_message(kwargs: Mapping[str, Any]) -> str:
+    """The line :func:`initialize` says when the processes did not all connect in time."""
+    address = kwargs["coordinator_address"] or "the cluster's coordinator"
+    who = f"process {kwargs['process_id']} of {kwargs['num_processes']}"
+    if kwargs["process_id"] is None:
+        who = "this process"
+    return (
+        f"jax.distributed: {who} was not connected to all processes through coordinator "
+        f"{address} within {kwargs['initialization_timeout']} s "
+        "(distributed.initialization_timeout): the coordinator (process 0) is unreachable "
+        "or a process did not start."
+    )
 
 
 def is_primary() -> bool:
@@ -223,19 +273,34 @@ def state_shardings(mesh: Mesh, tree: Any) -> Any:
 
 
 def put(tree: Any, shardings: Any) -> Any:
-    """``jax.device_put`` that also works across processes for values every host holds.
+    """``jax.device_put`` that also works across processes.
 
-    With several processes, arrays are taken through host memory first (JAX then
-    checks that every process passes the same value).
+    With several processes, values this process holds whole (host arrays, arrays on
+    its own devices) go through host memory (every process must pass the same value);
+    global arrays that span other processes' devices are resharded by a jitted
+    identity, which moves only what must move.
     """
-    if jax.process_count() > 1:
-        tree = jax.device_get(tree)
-    return jax.device_put(tree, shardings)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+
+    def one(leaf: Any, sharding: Any) -> Any:
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return jax.jit(lambda a: a, out_shardings=sharding)(leaf)
+        if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            bits = one(jax.random.key_data(leaf), sharding)  # keys travel as their bits
+            return jax.random.wrap_key_data(bits, impl=jax.random.key_impl(leaf))
+        return jax.device_put(np.asarray(leaf), sharding)
+
+    if not isinstance(shardings, jax.sharding.Sharding):
+        return jax.tree.map(one, tree, shardings)
+    return jax.tree.map(lambda leaf: one(leaf, shardings), tree)
 
 
 def fetch(x: Any) -> np.ndarray:
     """``np.asarray(x)``; across processes, all-gathers the shards other hosts hold."""
     if jax.process_count() > 1 and not x.is_fully_addressable:
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
         from jax.experimental import multihost_utils
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -15,7 +15,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from lab import scores
+from lab import calibrate, scores
 from lab.data import TOY_DATA_RANGES, Dataset
 from lab.fit import RunKeys, Setup
 from lab.methods import Hparams
@@ -32,7 +32,9 @@ def classification(
     Returns:
       ``(metrics, arrays)``: metrics ``train_acc``, ``test_acc``, ``gap`` (train minus
       test accuracy), ``train_nll``, ``test_nll``, ``nll_gap`` (test minus train),
-      ``ece``, ``brier``, mean predictive entropy on test (``entropy_in``) and, with
+      ``ece``, ``brier``, mean predictive entropy on test (``entropy_in``), temperature
+      scaling and selective prediction (:func:`lab.calibrate.metrics`: ``temperature``,
+      ``test_nll_ts``, ``ece_ts``, ``aurc``, ``augrc``) and, with
       an OOD set, ``entropy_out`` and ``ood_auroc`` (entropy as the score); for MC
       also ``mi_in``, ``mi_out`` and ``ood_auroc_mi``. Arrays: ``test_probs``,
       ``test_labels``, ``score_in``, ``score_out`` (entropy; for MC the mutual
@@ -41,7 +43,7 @@ def classification(
     pred_keys = keys.prediction_keys()
     out: dict[str, float] = {}
     arrays: dict[str, np.ndarray] = {}
-    summaries = {}
+    summaries, log_probs = {}, {}
     for split, x, y in (
         ("train", data.x_train, data.y_train),
         ("test", data.x_test, data.y_test),
@@ -50,7 +52,7 @@ def classification(
         if x is None:
             continue
         log_probs_t = predictor.log_probs(params, x, pred_keys[split], hp)
-        summaries[split] = scores.uncertainty(log_probs_t)
+        summaries[split], log_probs[split] = scores.uncertainty(log_probs_t), log_probs_t
         passes = log_probs_t.shape[0]
         if y is not None:
             got = {k: float(v) for k, v in scores.classification(log_probs_t, y, num_bins).items()}
@@ -61,6 +63,7 @@ def classification(
     out["gap"] = out["train_acc"] - out["test_acc"]
     out["nll_gap"] = out["test_nll"] - out["train_nll"]
     out["entropy_in"] = float(jnp.mean(test.predictive_entropy))
+    out.update(calibrate.metrics(predictor, params, hp, pred_keys, data, log_probs, num_bins))
     arrays["test_probs"] = np.asarray(test.mean)
     arrays["test_labels"] = np.asarray(data.y_test)
     arrays["score_in"] = np.asarray(test.predictive_entropy)

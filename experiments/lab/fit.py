@@ -29,6 +29,7 @@ from lab import checkpoints, distributed
 from lab.data import Dataset
 from lab.methods import METHODS, Hparams, Method, hyperparameters
 from lab.model import build_model, token_edges
+from lab.rate_schedule import scheduled
 
 
 @dataclass(frozen=True)
@@ -185,13 +186,19 @@ def init_state(setup: Setup, key: jax.Array, x_example: jax.Array) -> dict:
 
 
 def make_step(setup: Setup) -> Callable:
-    """``step(state, batch, key, hparams) -> (state, loss)``: one optimizer step, pure."""
+    """``step(state, batch, key, hparams) -> (state, loss)``: one optimizer step, pure.
+
+    The loss sees the rate of the step: ``hparams``' schedule at ``state["step"]``
+    (:func:`lab.rate_schedule.scheduled`; the constant schedule leaves it as it is).
+    """
+    total_steps = setup.schedule.total_steps
 
     def loss_fn(params, x, y, key, hp):
         return setup.method.loss(setup.model, params, x, y, key, hp, setup.task)
 
     def step(state: dict, batch: tuple, key: jax.Array, hp: Hparams):
         x, y = batch
+        hp = scheduled(hp, state["step"], total_steps)
         loss, grads = jax.value_and_grad(loss_fn)(state["params"], x, y, key, hp)
         tx = make_optimizer(setup.train, hp["weight_decay"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
@@ -273,9 +280,9 @@ def fit(
     if "init" not in setup.programs:
         setup.programs["init"] = jax.jit(functools.partial(init_state, setup))
     state = setup.programs["init"](keys.init, x_train[:1])
-    state = distributed.place_state(setup.mesh, state)
     saved = checkpoints.Saved(checkpoint_dir, setup.train.checkpoint_every)
-    state, history, seconds = saved.restore(state)
+    state, history, seconds = saved.restore(distributed.place_state(setup.mesh, state))
+    state = distributed.place_state(setup.mesh, state)
     hp = setup.hparams()
     resumed_from = int(state["step"])
     for num in setup.schedule.chunks(resumed_from):

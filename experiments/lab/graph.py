@@ -34,7 +34,7 @@ from lab import provenance, report, scores
 from lab.config import DataConfig
 from lab.data import load_dataset
 from lab.graph_config import GRAPH_DROPS, GraphConfig, GraphDrop, enabled_graph_methods
-from lab.run import _write_atomic
+from lab.run import write_atomic
 
 
 class Graph(NamedTuple):
@@ -259,7 +259,7 @@ def run_graph(cfg: GraphConfig) -> dict:
         "provenance": record,
     }
     folder = pathlib.Path(cfg.output_dir or pathlib.Path("runs") / cfg.name)
-    _write_atomic(folder / "metrics.json", json.dumps(out, indent=1))
+    write_atomic(folder / "metrics.json", json.dumps(out, indent=1))
     header = (
         f"# {cfg.name}\n\nmean ± standard error over seeds {list(cfg.seeds)}; "
         f"`{cfg.data.name}` as a {cfg.data.num_neighbors}-NN graph ({sizes['num_nodes']} "
@@ -267,5 +267,5 @@ def run_graph(cfg: GraphConfig) -> dict:
         f"directed edges), GCN hidden {cfg.hidden}, {cfg.steps} full-graph steps.\n\n"
     )
     footer = "\n" + provenance.footer(record)
-    _write_atomic(folder / "results.md", header + text.rstrip("\n") + "\n" + footer)
+    write_atomic(folder / "results.md", header + text.rstrip("\n") + "\n" + footer)
     return out

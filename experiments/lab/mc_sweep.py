@@ -26,7 +26,7 @@ from lab.data import Dataset, load_dataset
 from lab.fit import RunKeys, Setup, make_setup
 from lab.grid import GridPoint, GridTraining, grid_points, stack_hparams, train_grid
 from lab.predict import compile_forward, mc_passes
-from lab.run import _write_atomic, run_dir
+from lab.run import check_output_dir, run_dir, write_atomic
 from lab.sweep_config import SweepConfig
 from lab.tables import (
     CLASSIFICATION_METRICS,
@@ -135,11 +135,12 @@ def run_mc_sweep(
       ValueError: the task is regression.
     """
     distributed.initialize(cfg.distributed)  # before anything touches a device
+    check_output_dir(run_dir(cfg))  # before any work
     data = data if data is not None else load_dataset(cfg.data)
     if data.task != "classification":
         raise ValueError("the MC sweep scores classifiers; data.task is regression.")
     folder = run_dir(cfg)
-    _write_atomic(folder / "config.yaml", to_yaml(cfg))
+    write_atomic(folder / "config.yaml", to_yaml(cfg))
     setup, points = make_setup(cfg, "mc", data), grid_points(cfg, "mc")
     hook = None
     if on_progress is not None:
@@ -275,10 +276,10 @@ def _summaries(cfg, points: list[GridPoint], rows: list[dict], spread_rows: list
 
 def _write_outputs(cfg, folder: pathlib.Path, out: dict) -> None:
     """``mc_sweep.json``, the two CSVs and ``mc_sweep.md``."""
-    _write_atomic(folder / "mc_sweep.json", json.dumps(out, indent=1))
-    _write_atomic(folder / "mc_sweep_points.csv", csv_text(out["rows"] + out["spread_rows"]))
+    write_atomic(folder / "mc_sweep.json", json.dumps(out, indent=1))
+    write_atomic(folder / "mc_sweep_points.csv", csv_text(out["rows"] + out["spread_rows"]))
     summaries = flat_summary(out["summary"]) + flat_summary(out["spread_summary"])
-    _write_atomic(folder / "mc_sweep_summary.csv", csv_text(summaries))
+    write_atomic(folder / "mc_sweep_summary.csv", csv_text(summaries))
     shown = ("test_acc", "test_nll", "ece", "mi_in", "ood_auroc_mi")
     table_t = markdown_table(
         out["summary"], [m for m in MC_METRICS if m[0] in shown], {}, ("num_samples", "rate")
@@ -294,7 +295,7 @@ def _write_outputs(cfg, folder: pathlib.Path, out: dict) -> None:
         f"Log-log slope of the spread against T (1/sqrt(T) gives -0.5):\n\n"
         f"| rate | slope |\n|---|---:|\n{slope_lines}\n"
     )
-    _write_atomic(folder / "mc_sweep.md", text + "\n" + provenance.footer(out["provenance"]))
+    write_atomic(folder / "mc_sweep.md", text + "\n" + provenance.footer(out["provenance"]))
 
 
 def _mc_plots(out: dict, folder: pathlib.Path) -> None:

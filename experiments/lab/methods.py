@@ -22,6 +22,7 @@ import optax
 
 from dropout_lab import losses, ops
 from lab.checks import check_range, check_rate
+from lab.rate_schedule import check_schedule, of_settings
 from lab.settings import (
     ConcreteSettings,
     DropBlockSettings,
@@ -33,10 +34,13 @@ from lab.settings import (
 )
 
 Hparams = dict[str, jax.Array]
-"""``{"rate", "input_rate", "alpha", "weight_decay"}``: float32 scalars (or ``[P]``)."""
+"""``{"rate", "input_rate", "alpha", "weight_decay"}`` and the rate's schedule
+(``schedule_kind``, ``schedule_start``, ``schedule_until``, ``schedule_end_rate``;
+:mod:`lab.rate_schedule`): float32 scalars (or ``[P]``)."""
 
-ARCHITECTURES = ("mlp", "cnn", "gru", "lstm")
+ARCHITECTURES = ("mlp", "cnn", "gru", "lstm", "transformer")
 RECURRENT = ("gru", "lstm")
+ELEMENTWISE = ("mlp", "cnn", "gru", "lstm")  # classic / Gaussian after every activation
 
 
 # -------------------------------------------------------------------------- losses
@@ -156,8 +160,8 @@ def no_needs(model_cfg: Any) -> str | None:
 
 
 def needs_residual(model_cfg: Any) -> str | None:
-    """Drop path drops residual branches."""
-    if not model_cfg.residual:
+    """Drop path drops residual branches (a transformer's blocks always are)."""
+    if model_cfg.architecture == "cnn" and not model_cfg.residual:
         return "drop path drops residual branches: it needs model.residual=true."
     return None
 
@@ -170,10 +174,12 @@ def needs_tokens(model_cfg: Any) -> str | None:
 
 
 def check_rates(prefix: str, s: Any) -> None:
-    """``rate`` and ``input_rate`` in [0, 1), where the settings have them."""
+    """``rate`` and ``input_rate`` in [0, 1), and the ``schedule``, where the settings have them."""
     for key in ("rate", "input_rate"):
         if hasattr(s, key):
             check_rate(f"{prefix}.{key}", getattr(s, key))
+    if hasattr(s, "schedule"):
+        check_schedule(f"{prefix}.schedule", s.schedule)
 
 
 def check_rdrop(prefix: str, s: Any) -> None:
@@ -260,12 +266,12 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("none", NoneSettings, "none"),
-        Method("classic", DropoutSettings, "classic"),
+        Method("classic", DropoutSettings, "classic", ELEMENTWISE),
         Method("inverted", DropoutSettings, "inverted"),
         Method("rdrop", RDropSettings, "inverted", loss=rdrop_loss, check=check_rdrop),
         Method("mc", MCSettings, "inverted", mc=True, check=check_mc),
         Method("dropconnect", DropoutSettings, "dropconnect", ("mlp",)),
-        Method("gaussian", DropoutSettings, "gaussian"),
+        Method("gaussian", DropoutSettings, "gaussian", ELEMENTWISE),
         Method("channel", DropoutSettings, "channel", ("cnn",)),
         Method(
             "dropblock", DropBlockSettings, "dropblock", ("cnn",),
@@ -277,7 +283,9 @@ METHODS: dict[str, Method] = {
             "concrete", ConcreteSettings, "concrete", ("mlp",), loss=sown_loss,
             check=check_concrete, model_options=concrete_options, param_metrics=learned_rates,
         ),
-        Method("droppath", DropoutSettings, "droppath", ("cnn",), needs=needs_residual),
+        Method(
+            "droppath", DropoutSettings, "droppath", ("cnn", "transformer"), needs=needs_residual
+        ),
         Method("weightdrop", DropoutSettings, "weightdrop", RECURRENT),
         Method(
             "sparse_vd", SparseVDSettings, "sparse_vd", ("mlp",), loss=sown_loss,
@@ -285,6 +293,8 @@ METHODS: dict[str, Method] = {
             param_metrics=pruned_fraction, final_metrics=unpruned_accuracy,
         ),
         Method("embedding", DropoutSettings, "embedding", RECURRENT, needs=needs_tokens),
+        Method("attention", DropoutSettings, "attention", ("transformer",)),
+        Method("dropkey", DropoutSettings, "dropkey", ("transformer",)),
     )
 }  # fmt: skip
 
@@ -314,11 +324,15 @@ def settings_of(cfg: Any, name: str) -> Any:
 
 
 def hyperparameters(settings: Any, weight_decay: float) -> Hparams:
-    """A method's traced hyperparameters from its settings (0 where it has none)."""
+    """A method's traced hyperparameters from its settings (0 where it has none).
+
+    A method without a ``schedule`` gets the constant one (``rate`` at every step).
+    """
     values = {
         "rate": getattr(settings, "rate", 0.0),
         "input_rate": getattr(settings, "input_rate", 0.0),
         "alpha": getattr(settings, "alpha", 0.0),
         "weight_decay": weight_decay,
+        **of_settings(settings),
     }
     return {k: jnp.float32(v) for k, v in values.items()}

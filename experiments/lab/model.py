@@ -1,6 +1,7 @@
 """The models every method shares; the dropout variant is static, the rates are traced.
 
-:class:`MLP`, :class:`CNN` and :class:`RecurrentNet` (GRU or LSTM) all take rows
+:class:`MLP`, :class:`CNN`, :class:`RecurrentNet` (GRU or LSTM) and
+:class:`~lab.transformer.Transformer` all take rows
 ``x [batch, features]`` and are called as ``model(x, rate, input_rate,
 deterministic=...)``, so the trainer, MC prediction and R-Drop treat them alike;
 :func:`build_model` picks one from ``cfg.model.architecture``.
@@ -22,8 +23,18 @@ from lab.convnet import CNN
 from lab.layers import ACTIVATIONS, drop_layer
 from lab.methods import METHODS
 from lab.recurrent import RecurrentNet
+from lab.transformer import Transformer, check_patches
 
-__all__ = ["CNN", "MLP", "RecurrentNet", "build_model", "describe", "input_shape", "token_edges"]
+__all__ = [
+    "CNN",
+    "MLP",
+    "RecurrentNet",
+    "Transformer",
+    "build_model",
+    "describe",
+    "input_shape",
+    "token_edges",
+]
 
 
 class MLP(nn.Module):
@@ -152,8 +163,9 @@ def input_shape(m: Any, num_features: int) -> tuple[int, ...]:
     """Per-example shape of ``cfg.model.architecture``'s inputs (channels last).
 
     ``model.input_shape`` when set; else a square one-channel image for ``cnn``
-    (64 features: ``(8, 8, 1)``) and a one-feature sequence for ``gru``/``lstm``
-    (40 features: ``(40, 1)``).
+    (64 features: ``(8, 8, 1)``), a one-feature sequence for ``gru``/``lstm``
+    (40 features: ``(40, 1)``), and for ``transformer`` the image when the features
+    make a square, else the sequence.
 
     Args:
       m: the ``model`` section of a config.
@@ -170,8 +182,10 @@ def input_shape(m: Any, num_features: int) -> tuple[int, ...]:
                 f"{math.prod(shape)} values, the data has {num_features} features."
             )
         return shape
+    side = math.isqrt(num_features)
+    if m.architecture == "transformer":
+        return (side, side, 1) if side * side == num_features else (num_features, 1)
     if m.architecture == "cnn":
-        side = math.isqrt(num_features)
         if side * side != num_features:
             raise ConfigError(
                 f"config key 'model.input_shape' = []: {num_features} features are not a "
@@ -217,7 +231,8 @@ def build_model(
         training inputs) when ``cfg.model.token_bins > 0``.
 
     Returns:
-      An :class:`MLP`, :class:`CNN` or :class:`RecurrentNet`.
+      An :class:`MLP`, :class:`CNN`, :class:`RecurrentNet` or :class:`Transformer`
+      (its per-block ``profile`` from the method's ``schedule.profile``).
 
     Raises:
       ValueError: ``token_edges`` does not hold ``cfg.model.token_bins - 1`` edges.
@@ -232,6 +247,14 @@ def build_model(
             shape, tuple(m.channels), tuple(m.hidden), out_features,
             kernel_size=m.kernel_size, activation=m.activation, variant=record.variant,
             residual=m.residual, **options,
+        )  # fmt: skip
+    if m.architecture == "transformer":
+        check_patches(shape, m.patch)
+        schedule = getattr(getattr(cfg.methods, method), "schedule", None)
+        return Transformer(
+            shape, out_features, m.patch, m.depth, m.heads, m.width, m.mlp_ratio,
+            tuple(m.hidden), m.activation, record.variant,
+            profile=schedule.profile if schedule is not None else "auto", **options,
         )  # fmt: skip
     if len(token_edges) != max(m.token_bins - 1, 0):
         raise ValueError(
@@ -252,5 +275,7 @@ def describe(m) -> str:
     if m.architecture == "cnn":
         kind = "residual CNN" if m.residual else "CNN"
         return f"{kind} channels {list(m.channels)}, head {list(m.hidden)}"
+    if m.architecture == "transformer":
+        return f"Transformer depth {m.depth}, width {m.width}, {m.heads} heads, patch {m.patch}"
     tokens = f", {m.token_bins} tokens embedded in {m.embed_dim}" if m.token_bins else ""
     return f"{m.architecture.upper()} {list(m.rnn_hidden)}, head {list(m.hidden)}{tokens}"

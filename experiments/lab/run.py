@@ -5,13 +5,17 @@ Run folder layout (``cfg.output_dir``, default ``runs/<name>``)::
     config.yaml          the resolved config (load it again to repeat the run)
     metrics.json         per-seed metrics, mean/se summaries, learning curves
     results.md           the table (mean ± standard error over seeds), figure captions
-    *.png                learning curves, reliability, OOD histograms, toy band (all seeds)
+    *.png                learning curves, reliability, OOD histograms, risk-coverage,
+                         toy band (all seeds)
     checkpoints/<method>-<fingerprint>/seed_<s>/   orbax checkpoints
     checkpoints/<method>-<fingerprint>/seed_<s>.provenance.json   what they came from
     results/<method>-<fingerprint>/seed_<s>.json   finished (method, seed) metrics
 
-A finished (method, seed) is reused and an unfinished one resumes from its last
-checkpoint only when its provenance (:mod:`lab.provenance`: the method's resolved
+Every file is written whole or not at all (a temporary file, then ``os.replace``),
+by process 0 only when there are several. A finished (method, seed) is reused and an
+unfinished one resumes from its last checkpoint only when its files can be read back
+(a truncated or corrupt results file or checkpoint is said in one line and
+recomputed) and its provenance (:mod:`lab.provenance`: the method's resolved
 settings, a hash of the loaded data arrays, the code version) matches this run's;
 otherwise one line says what changed and it is recomputed. ``fresh=true`` reuses
 nothing. The fingerprint hashes the settings that change a method's numbers, so runs
@@ -21,16 +25,22 @@ with different overrides in the same folder keep apart.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import pathlib
 import shutil
+import socket
+import zipfile
 from collections.abc import Callable
+from contextlib import suppress
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from lab import distributed, evaluate, figures, provenance, report
+from lab import calibrate, decision_figures, distributed, evaluate, figures, provenance, report
+from lab import checkpoints as ckpt
+from lab.checks import ConfigError
 from lab.config import ExperimentConfig, enabled_methods, to_yaml
 from lab.data import TOY_PLOT_RANGE, Dataset, load_dataset, toy_function
 from lab.fit import RunKeys, Setup, fit, make_setup
@@ -57,26 +67,88 @@ def fingerprint(cfg: ExperimentConfig, method: str) -> str:
     return provenance.config_hash(method_settings(cfg, method))[:10]
 
 
-def _write_atomic(path: pathlib.Path, text: str) -> None:
+PROBE_BYTES = 1 << 20  # the output folder must take this much (a full disk fails here)
+
+
+def check_output_dir(folder: pathlib.Path) -> None:
+    """Creates ``folder`` and a probe file in it, and removes the probe, before any work.
+
+    Every process checks (each writes its checkpoint shards there).
+
+    Raises:
+      ConfigError: naming ``folder`` and why (not writable, read-only, disk full).
+    """
+    probe = folder / f".write-probe-{socket.gethostname()}-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(bytes(PROBE_BYTES))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise ConfigError(
+            f"output folder {folder} cannot be written ({err.strerror or err}): choose "
+            "another output_dir, or free space there."
+        ) from err
+    finally:
+        with suppress(OSError):
+            probe.unlink()
+
+
+def write_atomic(path: pathlib.Path, content: str | bytes) -> None:
+    """Writes ``path`` whole or not at all: a synced temporary file, then ``os.replace``."""
     if not distributed.is_primary():  # several hosts: process 0 writes the outputs
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
+    with open(tmp, "wb") as f:
+        f.write(content.encode() if isinstance(content, str) else content)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _save_npz(path: pathlib.Path, arrays: dict) -> None:
+    """``np.savez`` through :func:`write_atomic`."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(path, buffer.getvalue())
+
+
+def _read_json(path: pathlib.Path) -> tuple[dict | None, str | None]:
+    """``(content, None)``, or ``(None, why)`` when ``path`` is not a whole JSON object."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as err:  # a truncated file: JSONDecodeError
+        return None, f"unreadable, truncated or corrupt ({type(err).__name__})"
+    return (saved, None) if isinstance(saved, dict) else (None, "unreadable (not an object)")
+
+
+def _npz_problem(path: pathlib.Path) -> str | None:
+    """Why the arrays at ``path`` cannot be read back whole, or ``None``."""
+    try:
+        with open(path, "rb") as f, np.load(f) as z:  # our file: closed on any error
+            for name in z.files:
+                z[name]  # reads and CRC-checks every member
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        return f"{path.name} unreadable, truncated or corrupt ({type(err).__name__})"
+    return None
 
 
 def _reusable(
     path: pathlib.Path, folder: pathlib.Path, current: dict, fresh: bool, say: Callable
 ) -> dict | None:
-    """The finished result at ``path`` if its provenance matches ``current``; else says why."""
+    """The finished result at ``path`` if it reads back whole and its provenance matches
+    ``current``; else says why."""
     if not path.is_file():
         return None
-    saved = json.loads(path.read_text())
-    reason = provenance.stale_reason(saved.get("provenance"), current, fresh=fresh)
-    if reason is None:
-        return saved
-    say(provenance.note(path.relative_to(folder).as_posix(), reason))
+    saved, reason = _read_json(path)
+    reason = reason or _npz_problem(path.with_suffix(".npz"))
+    if reason is None and saved is not None:
+        reason = provenance.stale_reason(saved.get("provenance"), current, fresh=fresh)
+        if reason is None:
+            return saved
+    say(provenance.note(path.relative_to(folder).as_posix(), reason or "unreadable"))
     return None
 
 
@@ -92,16 +164,24 @@ def _prepare_checkpoints(
     found = directory.is_dir() and any(directory.iterdir())
     reason = None
     if found:
-        saved = json.loads(marker.read_text()) if marker.is_file() else None
-        reason = provenance.stale_reason(saved, current, fresh=fresh)
+        saved, reason = _read_json(marker) if marker.is_file() else (None, None)
+        reason = reason or provenance.stale_reason(saved, current, fresh=fresh)
     if reason is not None:
         say(provenance.note(directory.relative_to(folder).as_posix() + "/", reason))
     distributed.sync(f"{directory}: provenance read")  # every process read, then write
     if reason is not None and distributed.is_primary():
         shutil.rmtree(directory)
     if reason is not None or not found:
-        _write_atomic(marker, json.dumps(current, indent=1))
+        write_atomic(marker, json.dumps(current, indent=1))
     distributed.sync(f"{directory}: provenance written")
+
+
+def _delete_checkpoints(directory: pathlib.Path) -> None:
+    """Deletes ``directory`` (process 0, every process waiting); its provenance stays."""
+    distributed.sync(f"{directory}: unreadable")
+    if distributed.is_primary():
+        shutil.rmtree(directory, ignore_errors=True)
+    distributed.sync(f"{directory}: deleted")
 
 
 def evaluate_fit(cfg: ExperimentConfig, setup: Setup, data: Dataset, params, seed: int):
@@ -164,17 +244,21 @@ def run_one(
     if said and on_note is not None:
         on_note(said[0])  # one line per (method, seed)
     points = evaluate.curve_points(setup, data, seed, cfg.train.eval_batch_size, cfg.eval.ece_bins)
-    state, history, timing = fit(setup, data, seed, checkpoints, points, on_eval=on_eval)
+    try:
+        state, history, timing = fit(setup, data, seed, checkpoints, points, on_eval=on_eval)
+    except ckpt.Unreadable as err:  # said, deleted, and trained again from the start
+        if on_note is not None:
+            on_note(provenance.note(checkpoints.relative_to(folder).as_posix() + "/", str(err)))
+        _delete_checkpoints(checkpoints)
+        state, history, timing = fit(setup, data, seed, checkpoints, points, on_eval=on_eval)
     metrics, arrays = evaluate_fit(cfg, setup, data, state["params"], seed)
     metrics["seconds_per_epoch"] = timing["seconds_per_epoch"]
     result = {"metrics": metrics, "history": history, "timing": timing}
     result["provenance"] = provenance.record(
         current["config_hash"], current["data_hash"], current["code"]
     )
-    if distributed.is_primary():
-        result_path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(result_path.with_suffix(".npz"), **arrays)
-    _write_atomic(result_path, json.dumps(result, indent=1))
+    _save_npz(result_path.with_suffix(".npz"), arrays)  # first: a result has its arrays
+    write_atomic(result_path, json.dumps(result, indent=1))
     return {**result, "reused": False}
 
 
@@ -203,12 +287,13 @@ def run_experiment(
       ``timing``, ``table`` and ``provenance`` (its ``recomputed``: the lines said).
     """
     distributed.initialize(cfg.distributed)  # before anything touches a device
+    check_output_dir(run_dir(cfg))  # before any work
     data = data if data is not None else load_dataset(cfg.data)
     code, data_hash = provenance.code_version(), provenance.data_hash(data)  # once a run
     notes, say = _collector(on_note)
     methods = enabled_methods(cfg)
     folder = run_dir(cfg)
-    _write_atomic(folder / "config.yaml", to_yaml(cfg))
+    write_atomic(folder / "config.yaml", to_yaml(cfg))
     per_seed: dict[str, dict] = {}
     curves: dict[str, dict] = {}  # [method][seed]: learning curve
     timing: dict[str, dict] = {}
@@ -258,15 +343,17 @@ def _write_reports(
 ) -> None:
     """Writes ``metrics.json`` and ``results.md`` (the table, the figures' ``captions``,
     its provenance at the end)."""
-    _write_atomic(folder / "metrics.json", json.dumps(out, indent=1))
+    write_atomic(folder / "metrics.json", json.dumps(out, indent=1))
     header = (
         f"# {cfg.name}\n\nmean ± standard error over seeds {list(cfg.seeds)}; "
         f"data `{cfg.data.name}` ({len(data.x_train)} train / {len(data.x_test)} test), "
-        f"{describe(cfg.model)}, {cfg.train.epochs} epochs.\n\n"
+        f"{describe(cfg.model)}, {cfg.train.epochs} epochs"
+        + (f"; {calibrate.description(data)}" if data.task == "classification" else "")
+        + ".\n\n"
     )
     footer = "\n" + provenance.footer(out["provenance"])
     table = out["table"].rstrip("\n") + "\n"
-    _write_atomic(folder / "results.md", header + table + (captions and "\n" + captions) + footer)
+    write_atomic(folder / "results.md", header + table + (captions and "\n" + captions) + footer)
 
 
 def _collector(on_note: Callable[[str], None] | None) -> tuple[list[str], Callable[[str], None]]:
@@ -290,6 +377,7 @@ def _plots(cfg, data: Dataset, folder: pathlib.Path, curves: dict, arrays: dict)
         bins = cfg.eval.ece_bins
         plots.append(figures.plot_reliability(arrays, bins, folder / "reliability.png"))
         plots.append(figures.plot_ood_histograms(arrays, ood, folder / "ood_histograms.png"))
+        plots.append(decision_figures.plot_risk_coverage(arrays, folder / "risk_coverage.png"))
     elif cfg.data.name == "toy":
         x = data.x_train[:, 0] * data.x_std[0] + data.x_mean[0]
         y = data.y_train * data.y_std + data.y_mean

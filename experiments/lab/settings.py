@@ -2,7 +2,43 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+SCHEDULE_KINDS = ("constant", "early", "late", "linear", "cosine")
+PROFILES = ("auto", "uniform", "linear_depth", "decreasing_depth")
+
+
+@dataclass
+class ScheduleSettings:
+    """When dropout is on: the rate as a function of the step, and per block.
+
+    Times are fractions of training (0: the first step, 1: the end), so a schedule
+    fits runs of any length; the step turns them into steps of the run. The kind and
+    its parameters are traced (:func:`lab.rate_schedule.scheduled`): one compiled step
+    serves every schedule, and a grid of schedules is one program.
+
+    Attributes:
+      kind: one of ``SCHEDULE_KINDS``: ``constant`` (``rate`` at every step: the
+        method as without a schedule), ``early`` (``rate`` before ``until``, then 0;
+        Liu et al. 2023), ``late`` (0 before ``start``, then ``rate``), ``linear`` /
+        ``cosine`` (``rate`` up to ``start``, ``end_rate`` from ``until`` on).
+      start: late: when dropout turns on; linear/cosine: when the ramp begins.
+      until: early: when dropout turns off; linear/cosine: when the ramp ends.
+      end_rate: linear/cosine: the rate at the end, in [0, 1).
+      profile: transformer only, the rate of block ``l`` of ``L``: ``uniform``,
+        ``linear_depth`` (``l / L`` of it, rising: ``dl.schedules.linear_depth``),
+        ``decreasing_depth`` (falling: ``dl.schedules.decreasing_depth``) or ``auto``
+        (the variant's own: rising for drop path, falling for DropKey, else uniform).
+        Static: part of the model, not of the grid.
+
+    MC prediction (the ``mc`` method) draws its passes at ``rate`` whatever the schedule.
+    """
+
+    kind: str = "constant"
+    start: float = 0.0
+    until: float = 1.0
+    end_rate: float = 0.0
+    profile: str = "auto"
 
 
 @dataclass
@@ -14,11 +50,15 @@ class NoneSettings:
 
 @dataclass
 class DropoutSettings:
-    """A dropout variant: ``rate`` after every hidden activation, ``input_rate`` on inputs."""
+    """A dropout variant: ``rate`` after every hidden activation, ``input_rate`` on inputs.
+
+    ``schedule`` makes ``rate`` a function of the step (``input_rate`` stays constant).
+    """
 
     enabled: bool = True
     rate: float = 0.5
     input_rate: float = 0.0
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
 
 
 @dataclass

@@ -15,9 +15,9 @@ from lab import distributed, provenance
 from lab.config import to_yaml
 from lab.data import Dataset, load_dataset
 from lab.fit import make_setup
-from lab.grid import evaluate_grid, grid_points, train_grid
+from lab.grid import curve_rows, evaluate_grid, grid_curve, grid_points, train_grid
 from lab.model import describe
-from lab.run import _write_atomic, run_dir
+from lab.run import check_output_dir, run_dir, write_atomic
 from lab.sweep_config import SweepConfig
 from lab.tables import (
     CLASSIFICATION_METRICS,
@@ -40,7 +40,8 @@ def run_sweep(
     """Trains and evaluates every method's grid; writes tables and plots.
 
     Run folder (``cfg.output_dir``, default ``runs/<name>``): ``config.yaml``,
-    ``sweep.json`` (per-point rows, summaries, best rates, timings), ``sweep.md``,
+    ``sweep.json`` (per-point rows, summaries, best rates, timings, and with
+    ``sweep.curves`` every point's learning curve), ``sweep.md``,
     ``sweep_points.csv``, ``sweep_summary.csv`` and the PNG plots ``test_vs_rate``,
     ``gap_vs_rate``, ``ece_vs_rate`` and ``ood_vs_rate`` (classification).
 
@@ -53,13 +54,15 @@ def run_sweep(
       The content of ``sweep.json``.
     """
     distributed.initialize(cfg.distributed)  # before anything touches a device
+    check_output_dir(run_dir(cfg))  # before any work
     data = data if data is not None else load_dataset(cfg.data)
     folder = run_dir(cfg)
-    _write_atomic(folder / "config.yaml", to_yaml(cfg))
+    write_atomic(folder / "config.yaml", to_yaml(cfg))
     rows: list[dict] = []
     timing: dict[str, dict] = {}
+    curves: list[dict] = []
     for method in cfg.sweep.methods:
-        rows.extend(_sweep_method(cfg, data, method, timing, on_progress))
+        rows.extend(_sweep_method(cfg, data, method, timing, on_progress, curves))
     metrics = CLASSIFICATION_METRICS if data.task == "classification" else REGRESSION_METRICS
     summary = summarize_rows(
         rows, [m[0] for m in metrics], ("series", "method", "alpha", "weight_decay", "rate")
@@ -78,14 +81,18 @@ def run_sweep(
         "table": table,
         "provenance": record,
     }
+    if cfg.sweep.curves:
+        out["curves"] = curves
     _write_outputs(cfg, data, folder, out)
     if cfg.plots and distributed.is_primary():
         _sweep_plots(summary, best, data.task, folder)
     return out
 
 
-def _sweep_method(cfg, data: Dataset, method: str, timing: dict, on_progress) -> list[dict]:
-    """Trains and evaluates ``method``'s grid; records its timing; returns its rows."""
+def _sweep_method(
+    cfg, data: Dataset, method: str, timing: dict, on_progress, curves: list
+) -> list[dict]:
+    """Trains and evaluates ``method``'s grid; records its timing and curves; returns its rows."""
     setup = make_setup(cfg, method, data)
     hook = None
     if on_progress is not None:
@@ -95,18 +102,22 @@ def _sweep_method(cfg, data: Dataset, method: str, timing: dict, on_progress) ->
 
     points = grid_points(cfg, method)
     s = cfg.sweep
+    curve = grid_curve(setup, data, cfg.train.eval_batch_size) if s.curves else None
     training = train_grid(
-        setup, data, points, input_rate=s.input_rate, chunk_size=s.chunk_size, on_progress=hook
-    )
+        setup, data, points, input_rate=s.input_rate, chunk_size=s.chunk_size,
+        on_progress=hook, curve=curve,
+    )  # fmt: skip
     timing[method] = {"points": len(points), "train_seconds": training.seconds}
+    timing[method]["train_cpu_seconds"] = training.cpu_seconds
+    curves.extend(curve_rows(training, setup.schedule.steps_per_epoch) if s.curves else [])
     return evaluate_grid(setup, data, training, cfg, input_rate=s.input_rate)
 
 
 def _write_outputs(cfg, data: Dataset, folder, out: dict) -> None:
     """``sweep.json``, the two CSVs and ``sweep.md``."""
-    _write_atomic(folder / "sweep.json", json.dumps(out, indent=1))
-    _write_atomic(folder / "sweep_points.csv", csv_text(out["rows"]))
-    _write_atomic(folder / "sweep_summary.csv", csv_text(flat_summary(out["summary"])))
+    write_atomic(folder / "sweep.json", json.dumps(out, indent=1))
+    write_atomic(folder / "sweep_points.csv", csv_text(out["rows"]))
+    write_atomic(folder / "sweep_summary.csv", csv_text(flat_summary(out["summary"])))
     best_lines = [
         f"- {series}: " + ", ".join(f"{k} at rate {r:g}" for k, r in picks.items())
         for series, picks in out["best_rate"].items()
@@ -119,7 +130,7 @@ def _write_outputs(cfg, data: Dataset, folder, out: dict) -> None:
     )
     best_text = "\n\n## Best rate per metric\n\n" + "\n".join(best_lines) + "\n"
     footer = "\n" + provenance.footer(out["provenance"])
-    _write_atomic(folder / "sweep.md", header + out["table"] + best_text + footer)
+    write_atomic(folder / "sweep.md", header + out["table"] + best_text + footer)
 
 
 def _sweep_plots(summary: list[dict], best: dict, task: str, folder: pathlib.Path) -> None:

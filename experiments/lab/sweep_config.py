@@ -6,7 +6,8 @@ ExperimentConfig`: data, model, train, eval) plus a ``sweep`` section (the grid)
 same merge as the experiment configs, so an unknown key or a wrong type fails at once
 naming the key; :func:`validate_sweep` then checks the ranges. The experiment config's
 ``seeds`` and ``methods.<m>.rate`` are not used: the grid is ``sweep.rates`` x
-``sweep.seeds`` (x ``sweep.alphas`` for R-Drop, x ``sweep.weight_decays``).
+``sweep.seeds`` (x ``sweep.alphas`` for R-Drop, x ``sweep.weight_decays``, x
+``sweep.schedules``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,15 @@ from typing import cast
 
 from lab.checks import check_choice, check_range, fail
 from lab.config import ExperimentConfig, load_config
+from lab.methods import METHODS
+from lab.rate_schedule import check_schedule
+from lab.settings import ScheduleSettings
 
-# Methods a sweep can train: every method whose MLP takes a traced rate.
-SWEEP_METHODS = ("none", "classic", "inverted", "rdrop", "mc", "dropconnect", "gaussian")
+# Methods a sweep can train: every method whose model takes a traced rate.
+SWEEP_METHODS = (
+    "none", "classic", "inverted", "rdrop", "mc", "dropconnect", "gaussian",
+    "attention", "dropkey", "droppath",
+)  # fmt: skip
 
 
 @dataclass
@@ -38,6 +45,11 @@ class SweepSection:
         ``train.weight_decay`` for every point.
       chunk_size: grid points trained together in one compiled program (``None``: all
         points of a method at once); a grid larger than memory runs in pieces.
+      schedules: rate schedules (:class:`~lab.settings.ScheduleSettings`; their
+        ``profile`` is not used: the method's is); empty: each method's own
+        ``methods.<m>.schedule``. Traced like the rates: one program for all.
+      curves: also record every point's deterministic train and test metrics after
+        each ``train.eval_every`` steps (``sweep.json``'s ``curves``).
     """
 
     methods: list[str] = field(default_factory=lambda: ["inverted"])
@@ -48,6 +60,8 @@ class SweepSection:
     alphas: list[float] = field(default_factory=lambda: [1.0])
     weight_decays: list[float] = field(default_factory=list)
     chunk_size: int | None = None
+    schedules: list[ScheduleSettings] = field(default_factory=list)
+    curves: bool = False
 
 
 @dataclass
@@ -114,6 +128,12 @@ def validate_sweep(cfg: SweepConfig) -> None:
         check_choice(f"sweep.methods[{i}]", name, SWEEP_METHODS)
     if len(set(s.methods)) != len(s.methods):
         fail("sweep.methods", list(s.methods), "methods must be distinct.")
+    for i, name in enumerate(s.methods):
+        fits, why = METHODS[name].architectures, METHODS[name].needs(cfg.model)
+        if cfg.model.architecture not in fits or why:
+            fail(f"sweep.methods[{i}]", name, why or f"needs model.architecture in {fits}.")
+    for i, schedule in enumerate(s.schedules):
+        check_schedule(f"sweep.schedules[{i}]", schedule)
     if not s.rates:
         fail("sweep.rates", [], "needs at least one rate.")
     for i, rate in enumerate(s.rates):

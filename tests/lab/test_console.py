@@ -55,7 +55,7 @@ def test_plain_log_lines_unwrapped_table_and_cached_rows(tmp_path):
     assert not any(c in text for c in BAR_CHARACTERS), text
     evals = [line for line in lines if line.startswith("none seed 0  ") and "epoch" in line]
     assert len(evals) == 2 and all(EVAL_LINE.match(line) for line in evals), evals
-    assert any(re.match(r"^none seed 0  done 8/8  test_acc=\S+ test_nll=\S+  ", x) for x in lines)
+    assert any(re.match(r"^none seed 0  done 8/8  test_acc=\S+ test_nll=\S+ ", x) for x in lines)
     header = next(line for line in lines if line.startswith("| method |"))
     row = next(line for line in lines if line.startswith("| none |"))
     assert len(header) > 80 and header.endswith("|")  # wider than 80 columns, one line

@@ -7,11 +7,13 @@ import pathlib
 import pytest
 
 from lab import load_config, run_experiment
-from lab.methods import ARCHITECTURES, METHODS
+from lab.methods import ARCHITECTURES, ELEMENTWISE, METHODS
 
 # The MLP methods (structured and concrete: tests/lab/test_structured.py).
 MLP_METHODS = [
-    n for n, m in METHODS.items() if m.architectures == ARCHITECTURES or n == "dropconnect"
+    n
+    for n, m in METHODS.items()
+    if m.architectures in (ARCHITECTURES, ELEMENTWISE) or n == "dropconnect"
 ]
 
 CONFIGS = pathlib.Path(__file__).parents[2] / "configs"

@@ -11,6 +11,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from lab import provenance
+from lab.run import write_atomic
 from lab.theory_checks.batchnorm import BN_CASES, BN_STATS, CASE_LABELS
 from lab.theory_config import TheoryChecksConfig
 
@@ -129,11 +130,11 @@ def write_theory_outputs(
     out.mkdir(parents=True, exist_ok=True)
     paths = {"table": out / "table.md", "json": out / "results.json"}
     record = provenance.of_run(cfg, None)
-    paths["table"].write_text(markdown_table(result["rows"]) + "\n" + provenance.footer(record))
+    write_atomic(paths["table"], markdown_table(result["rows"]) + "\n" + provenance.footer(record))
     payload = {"meta": meta, "config": OmegaConf.to_container(OmegaConf.structured(cfg))}
     payload["provenance"] = record
     payload.update(result)
-    paths["json"].write_text(json.dumps(payload, indent=1, default=float))
+    write_atomic(paths["json"], json.dumps(payload, indent=1, default=float))
     if "jensen_curves" in result:
         paths["jensen_plot"] = out / "jensen_gap.png"
         plot_jensen(result["jensen_curves"], paths["jensen_plot"])
