@@ -125,3 +125,19 @@ def probe(quick: bool = False) -> dict[str, float]:
         "memory_bytes": 8 * x.size,
         "loadavg_1min": os.getloadavg()[0],
     }
+
+
+def mlp_mc_pass(params: list, x: jax.Array, rate: float = 0.5) -> Callable[[jax.Array], jax.Array]:
+    """One MC dropout pass ``key -> logits`` of an MLP (kernels ``params``) on ``x``:
+    ReLU and ``dl.dropout`` after each hidden layer, layer ``i``'s key ``fold_in(key, i)``."""
+    import dropout_lab as dl
+
+    def forward(key: jax.Array) -> jax.Array:
+        h = x
+        for i, w in enumerate(params):
+            h = h @ w
+            if i < len(params) - 1:
+                h = dl.dropout(jax.random.fold_in(key, i), jax.nn.relu(h), rate)
+        return h
+
+    return forward

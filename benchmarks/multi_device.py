@@ -50,14 +50,7 @@ def child(devices: int, quick: bool) -> dict:
         mesh = jax.make_mesh((devices,), ("data",), axis_types=(AxisType.Auto,))
         sharding = NamedSharding(mesh, P("data"))
 
-    def forward(k):
-        h = x
-        for i, w in enumerate(params):
-            h = h @ w
-            if i < len(params) - 1:
-                h = dl.dropout(jax.random.fold_in(k, i), jax.nn.relu(h), 0.5)
-        return h
-
+    forward = H.mlp_mc_pass(params, x)
     num_samples = 16 if quick else 64
     mc = jax.jit(lambda k: dl.mc.sample(forward, k, num_samples, sharding=sharding))
     key = jax.random.key(1)

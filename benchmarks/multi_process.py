@@ -89,6 +89,7 @@ def _train(quick: bool) -> dict:
 
 
 def _mc(quick: bool) -> dict:
+    import _harness as H
     import jax
     import numpy as np
     from jax.sharding import AxisType, NamedSharding
@@ -104,14 +105,7 @@ def _mc(quick: bool) -> dict:
     mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
     sharding = NamedSharding(mesh, P("data")) if jax.device_count() > 1 else None
 
-    def forward(k):
-        h = x
-        for i, w in enumerate(params):
-            h = h @ w
-            if i < len(params) - 1:
-                h = dl.dropout(jax.random.fold_in(k, i), jax.nn.relu(h), 0.5)
-        return h
-
+    forward = H.mlp_mc_pass(params, x)
     num_samples = 16 if quick else 64
     mc = jax.jit(lambda k: dl.mc.sample(forward, k, num_samples, sharding=sharding))
     key = jax.random.key(1)

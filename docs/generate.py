@@ -21,9 +21,13 @@ import json
 import math
 import pathlib
 import re
+import sys
 from typing import Any, NamedTuple
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+from lab import report  # noqa: E402  (the lab lives in experiments/, not in the wheel)
+
 DOCS = ROOT / "docs"
 RESULTS, FIGURES = DOCS / "results", DOCS / "figures"
 MANIFEST = "figures.json"
@@ -51,7 +55,8 @@ def _compare(name: str, title: str, *figures: str, script: str = "compare") -> S
 # fmt: off
 SOURCES = (
     _compare("compare_digits", "MLP on the digits: the five methods (`make run`)",
-             "learning_curves.png", "reliability.png", "ood_histograms.png"),
+             "learning_curves.png", "reliability.png", "ood_histograms.png",
+             "risk_coverage.png"),
     _compare("regression_toy", "1-D regression with a gap", "toy_predictive.png"),
     _compare("structured_cnn_digits", "Residual CNN on the digits: structured dropout"),
     _compare("structured_rnn_mnist1d", "GRU on MNIST-1D: recurrent dropout"),
@@ -84,20 +89,11 @@ CAPTIONS = {  # figures whose run writes no caption of its own
     "mc_in_out_vs_rate.png": "Predictive entropy and mutual information on test and "
                              "out-of-distribution inputs against the rate.",
 }
-# (key, header, format) of the result tables, in order; absent keys are left out.
-CLASSIFICATION = (
-    ("test_acc", "test acc", "{:.4f}"), ("gap", "acc gap (train-test)", "{:.4f}"),
-    ("test_nll", "test NLL", "{:.4f}"), ("nll_gap", "NLL gap (test-train)", "{:.4f}"),
-    ("ece", "ECE", "{:.4f}"), ("brier", "Brier", "{:.4f}"),
-    ("ood_auroc", "OOD AUROC (entropy)", "{:.3f}"), ("ood_auroc_mi", "OOD AUROC (MI)", "{:.3f}"),
-    ("pruned_fraction", "pruned weights", "{:.3f}"),
-    ("test_acc_unpruned", "test acc unpruned", "{:.4f}"),
-)
-REGRESSION = (
-    ("test_rmse", "test RMSE", "{:.4f}"), ("train_rmse", "train RMSE", "{:.4f}"),
-    ("test_ll", "test log-lik", "{:.3f}"), ("coverage_90", "90% cover", "{:.3f}"),
-    ("coverage_95", "95% cover", "{:.3f}"), ("mc_std_data", "MC std at data", "{:.3f}"),
-    ("mc_std_gap", "MC std in gap", "{:.3f}"), ("pruned_fraction", "pruned weights", "{:.3f}"),
+# (key, header, format) of the result tables: the lab's own (lab.report), less the
+# timings, which depend on the machine's load; absent keys are left out.
+CLASSIFICATION, REGRESSION = (
+    tuple(c for c in columns if c[0] != "seconds_per_epoch")
+    for columns in (report.CLASSIFICATION_COLUMNS, report.REGRESSION_COLUMNS)
 )
 SWEEP_KEYS = ("test_acc", "test_nll", "ece", "ood_auroc", "ood_auroc_mi", "test_rmse", "test_ll")
 SWEEP_COLUMNS = tuple(c for c in CLASSIFICATION + REGRESSION if c[0] in SWEEP_KEYS)

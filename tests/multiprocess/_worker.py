@@ -32,11 +32,13 @@ import dropout_lab as dl  # noqa: E402
 # The lab lives in experiments/ (not in the wheel); a subprocess has no pytest path.
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
+sys.path.insert(0, str(ROOT))  # tests._tree_diffs
 from lab import distributed, load_config, load_dataset, run_experiment  # noqa: E402
 from lab import grid as G  # noqa: E402
 from lab.evaluate import curve_points  # noqa: E402
 from lab.fit import fit, make_setup  # noqa: E402
 from lab.sweep_config import load_sweep_config  # noqa: E402
+from tests._tree_diffs import max_diffs  # noqa: E402
 
 CONFIG = ROOT / "configs" / "compare_digits.yaml"
 # The comparison MLP, MC dropout only, tiny; the fault tests run compare.py with these.
@@ -74,16 +76,6 @@ KILL_AFTER_POINTS = 2  # (e): process 1 waits to be killed after this many curve
 
 class Interrupted(Exception):
     """Raised from ``on_eval`` to cut a fit short."""
-
-
-def max_diffs(a, b) -> tuple[float, float]:
-    """Max absolute and max relative (to max |a|) difference over matching leaves."""
-    abs_, rel = 0.0, 0.0
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        d = float(np.max(np.abs(x - y))) if x.size else 0.0
-        abs_, rel = max(abs_, d), max(rel, d / max(float(np.max(np.abs(x))), 1e-30))
-    return abs_, rel
 
 
 def host(tree) -> list[np.ndarray]:

@@ -24,13 +24,16 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 import dropout_lab as dl  # noqa: E402
 
 # The lab lives in experiments/ (not in the wheel); a subprocess has no pytest path.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "experiments"))
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "experiments"))
+sys.path.insert(0, str(ROOT))  # tests._tree_diffs
 from lab import grid as G  # noqa: E402
 from lab import load_config, load_dataset  # noqa: E402
 from lab.evaluate import curve_points  # noqa: E402
 from lab.fit import fit, make_setup  # noqa: E402
 from lab.predict import Predictor  # noqa: E402
 from lab.sweep_config import load_sweep_config  # noqa: E402
+from tests._tree_diffs import max_diffs  # noqa: E402
 
 COLLECTIVES = ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter")
 BASE = [
@@ -44,16 +47,6 @@ BASE = [
     "plots=false",
 ]
 MESHES = {"1": [], "4": ["mesh.data=-1"], "2x2": ["mesh.data=2", "mesh.model=2"]}
-
-
-def max_diffs(a, b) -> tuple[float, float]:
-    """Max absolute and max relative (to max |a|) difference over matching leaves."""
-    abs_, rel = 0.0, 0.0
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        d = float(np.max(np.abs(x - y))) if x.size else 0.0
-        abs_, rel = max(abs_, d), max(rel, d / max(float(np.max(np.abs(x))), 1e-30))
-    return abs_, rel
 
 
 def training() -> dict:
