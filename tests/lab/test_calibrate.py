@@ -10,7 +10,7 @@ import pytest
 
 from dropout_lab import metrics
 from dropout_lab import uncertainty as U
-from lab import calibrate, decision_figures, load_config, run_experiment
+from lab import calibrate, decision_figures, load_config, load_dataset, run_experiment
 
 CONFIGS = pathlib.Path(__file__).parents[2] / "configs"
 TINY = [
@@ -84,3 +84,17 @@ def test_risk_coverage_figure_and_where_t_was_fitted(compare_run, tmp_path):
         assert c.risk.shape == c.coverage.shape and c.coverage[-1] == 1.0
     text = (folder / "results.md").read_text()
     assert "temperature scaling fitted on the validation split (" in text
+
+
+def test_no_validation_split_no_temperature():
+    # Fitted on the training split, which the net fits, T would sharpen an overconfident
+    # prediction: without held-out data only the selective-prediction areas are given.
+    data = load_dataset(
+        load_config(CONFIGS / "compare_digits.yaml", [*TINY, "data.val_fraction=0"]).data
+    )
+    assert not calibrate.has_validation(data)
+    assert calibrate.description(data).startswith("no temperature scaling")
+    n, classes = len(data.y_test), data.num_classes
+    log_probs = jax.nn.log_softmax(jax.random.normal(jax.random.key(0), (1, n, classes)))
+    out = calibrate.metrics(None, None, None, {}, data, {"test": np.asarray(log_probs)}, 15)
+    assert set(out) == {"aurc", "augrc"}
