@@ -19,6 +19,7 @@ MLP_METHODS = [
 CONFIGS = pathlib.Path(__file__).parents[2] / "configs"
 TINY = [
     "data.max_examples=240",
+    "data.val_fraction=0",  # the step counts below assume every non-test row trains
     "model.hidden=[16]",
     "train.epochs=2",
     "train.batch_size=32",
